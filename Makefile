@@ -1,0 +1,54 @@
+# safeperm: make build | test | demo | bench | lint
+SHELL := /bin/bash
+GO    ?= go
+BIN   := $(CURDIR)/bin
+PKGS  := ./...
+STATICCHECK_VERSION ?= v0.8.2
+NATS_SERVER_VERSION ?= v2.15.2
+
+.PHONY: all build test test-short demo bench lint vet fmt tools reliability clean
+
+all: build
+
+## build: compile planner, worker and pvwasim into ./bin
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
+
+## test: every test, race detector on (this is what CI runs)
+test:
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+## test-short: the quick subset
+test-short:
+	$(GO) test -race -short -count=1 $(PKGS)
+
+## demo: migrate a simulated vault of a few thousand Safes on the embedded default, then re-run it
+demo: build
+	./scripts/demo.sh
+
+## bench: the speed and memory benchmarks (figures as ratios; writes BENCHMARKS.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 60m $(PKGS)
+
+## lint: go vet and staticcheck (installed into ./bin through the Go module proxy)
+lint: vet $(BIN)/staticcheck
+	$(BIN)/staticcheck $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+$(BIN)/staticcheck:
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+## tools: nats-server binary (for the cluster configs and manual runs)
+tools: $(BIN)/nats-server
+
+$(BIN)/nats-server:
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
+
+clean:
+	rm -rf $(BIN) safeperm-data

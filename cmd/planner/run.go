@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/safeperm/safeperm/internal/cliconf"
+)
+
+// runConfig is everything `planner run` is told.
+type runConfig struct {
+	PVWA        cliconf.PVWA
+	NATS        cliconf.NATS
+	Log         cliconf.Log
+	Mode        string
+	Member      string
+	MemberType  string
+	SearchIn    string
+	Permissions string
+	Include     string
+	Exclude     string
+	CPM         cliconf.StringList
+	Report      string
+	Watch       triBool
+	RunID       string
+	DataDir     string
+	Workers     int
+	Concurrency int
+	Rate        float64
+}
+
+// defaultExcludeFile is read when present and --exclude is not given, as
+// CyberArk's SetSafesForPSMUnlockTool does.
+const defaultExcludeFile = "excludedSafes.txt"
+
+func newRunFlags(cfg *runConfig, out io.Writer) *cliconf.FlagSet {
+	fs := cliconf.NewFlagSet("planner run", "planner run --pvwa-url URL --user NAME [--nats-url URL] [flags]", out)
+	cfg.PVWA.Register(fs)
+	cfg.NATS.Register(fs, "empty = run an embedded server (storing under --data-dir) with --workers in-process workers")
+	cfg.Log.Register(fs)
+	fs.StringVar(&cfg.Mode, "mode", "apply", "apply: grant what is missing; check: report drift, write nothing (exit 3 on drift)")
+	fs.StringVar(&cfg.Member, "member", "PSMAppUsers", "the Safe member to ensure")
+	fs.StringVar(&cfg.MemberType, "member-type", "Group", "its type: User|Group|Role")
+	fs.StringVar(&cfg.SearchIn, "search-in", "Vault", "where the PVWA finds the member when it is added: Vault or a directory name")
+	fs.StringVar(&cfg.Permissions, "permissions", "listAccounts,unlockAccounts", "comma-separated permissions to ensure (other permissions are kept)")
+	fs.StringVar(&cfg.Include, "include", "", "file of Safe names to change, one per line (default: every Safe)")
+	fs.StringVar(&cfg.Exclude, "exclude", "", "file of Safe names never to change (default: "+defaultExcludeFile+" when present)")
+	fs.Var(&cfg.CPM, "cpm", "CPM user names whose Safes are internal, besides those found in managingCPM (repeatable, comma-separated)")
+	fs.StringVar(&cfg.Report, "report", "", "write a per-Safe report to this file: .csv or .jsonl")
+	fs.Var(&cfg.Watch, "watch", "follow the run to its end and print a summary (default: on with the embedded server, off otherwise)")
+	fs.StringVar(&cfg.RunID, "run-id", "", "run id (default: generated); re-running with the same id re-publishes nothing twice")
+	fs.StringVar(&cfg.DataDir, "data-dir", "safeperm-data", "embedded server's storage directory")
+	fs.IntVar(&cfg.Workers, "workers", 2, "in-process workers with the embedded server")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 8, "jobs at once per in-process worker")
+	fs.Float64Var(&cfg.Rate, "rate", 20, "PVWA requests per second for each in-process worker (0 = unlimited)")
+	return fs
+}
+
+func runCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {
+	var cfg runConfig
+	fs := newRunFlags(&cfg, stderr)
+	if err := fs.Parse(args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return cliconf.Usagef("unexpected arguments: %v", fs.Args())
+	}
+	return planRun(ctx, &cfg, getenv, stdout, stderr)
+}
+
+// triBool is a boolean flag that also knows whether it was set.
+type triBool struct {
+	set, val bool
+}
+
+func (b *triBool) String() string {
+	if b == nil || !b.set {
+		return "auto"
+	}
+	return strconv.FormatBool(b.val)
+}
+
+func (b *triBool) Set(s string) error {
+	if strings.EqualFold(s, "auto") {
+		*b = triBool{}
+		return nil
+	}
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("want true, false or auto")
+	}
+	*b = triBool{set: true, val: v}
+	return nil
+}
+
+// IsBoolFlag lets "--watch" stand alone.
+func (b *triBool) IsBoolFlag() bool { return true }
+
+// or returns the value when set, else def.
+func (b triBool) or(def bool) bool {
+	if b.set {
+		return b.val
+	}
+	return def
+}
