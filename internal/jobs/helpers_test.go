@@ -1,0 +1,153 @@
+package jobs_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/pam"
+)
+
+// checkFor calls fn every poll until it returns nil or wait has passed,
+// then fails the test with fn's last error.
+func checkFor(t testing.TB, wait, poll time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	var err error
+	for {
+		if err = fn(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %s: %v", wait, err)
+		}
+		time.Sleep(poll)
+	}
+}
+
+// testCtx returns a context that ends with the test or after d.
+func testCtx(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// env is one embedded server with a client connection.
+type env struct {
+	srv *natsembed.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+}
+
+// startEnv starts an in-process embedded server (file storage in a temp
+// dir) and connects to it. Everything is torn down with the test.
+func startEnv(t testing.TB) *env {
+	t.Helper()
+	ctx := testCtx(t, 20*time.Second)
+	srv, err := natsembed.Start(ctx, natsembed.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := srv.Connect()
+	if err != nil {
+		srv.Shutdown()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		nc.Close()
+		srv.Shutdown()
+	})
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{srv: srv, nc: nc, js: js}
+}
+
+// setup runs jobs.Setup with DefaultConfig adjusted by mutate.
+func (e *env) setup(t testing.TB, mutate func(*jobs.Config)) *jobs.Streams {
+	t.Helper()
+	cfg := jobs.DefaultConfig()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	s, err := jobs.Setup(testCtx(t, 30*time.Second), e.js, cfg)
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	return s
+}
+
+var testPerms = pam.Perms(pam.ListAccounts, pam.UnlockAccounts)
+
+// testJob returns a valid apply job for Safe safe in run.
+func testJob(run, safe string) jobs.Job {
+	return jobs.Job{
+		V:           jobs.Version,
+		Run:         run,
+		Mode:        jobs.ModeApply,
+		Safe:        jobs.SafeRef{URLID: safe, Name: safe},
+		Member:      jobs.MemberRef{Name: "PSMAppUsers", Type: "Group", SearchIn: "Vault"},
+		Permissions: testPerms,
+		Created:     time.Date(2026, 11, 23, 9, 45, 12, 0, time.UTC),
+	}
+}
+
+func safeName(i int) string { return fmt.Sprintf("Safe %05d", i) }
+
+// streamMsgs returns the number of messages in stream.
+func streamMsgs(ctx context.Context, t testing.TB, st jetstream.Stream) uint64 {
+	t.Helper()
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// consume runs fn for every message of c until the test ends. Cleanup
+// stops the consumer and waits for running callbacks, so none outlives the
+// test (or the server, whose cleanup was registered earlier).
+func consume(t testing.TB, c jetstream.Consumer, fn func(jetstream.Msg), opts ...jetstream.PullConsumeOpt) {
+	t.Helper()
+	var (
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		stopped bool
+	)
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			return
+		}
+		wg.Add(1)
+		mu.Unlock()
+		defer wg.Done()
+		fn(m)
+	}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cc.Stop()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// testLogger returns a logger writing to the test log at warn level and up.
+func testLogger(t testing.TB) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+}
