@@ -135,6 +135,10 @@ type Config struct {
 	// Limiter, when set, is waited on before every HTTP request, logons and
 	// replays included.
 	Limiter Limiter
+	// WrapTransport, when set, wraps the HTTP transport (New's own or
+	// HTTPClient's) so middleware sees every request: adaptive concurrency,
+	// a shared rate budget, metrics. It is called once, from New.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// Observe, when set, is called after every HTTP request, from the
 	// goroutine that made it. It must be safe for concurrent use and fast.
 	Observe func(CallInfo)
@@ -285,6 +289,14 @@ func (cfg *Config) validate() (*settings, error) {
 			}
 		}
 		s.httpClient = newHTTPClient(pool, cfg.InsecureSkipVerify, s.timeout)
+	}
+	if cfg.WrapTransport != nil {
+		hc := *s.httpClient
+		if hc.Transport == nil {
+			hc.Transport = http.DefaultTransport
+		}
+		hc.Transport = cfg.WrapTransport(hc.Transport)
+		s.httpClient = &hc
 	}
 	if cfg.InsecureSkipVerify {
 		s.warnings = append(s.warnings, "TLS certificate verification is off (InsecureSkipVerify): anyone on the path can read the credentials")

@@ -46,7 +46,7 @@ func TestFromFile(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct {
 		name, content, want string
-		wantErr            bool
+		wantErr             bool
 	}{
 		{"plain", "pw", "pw", false},
 		{"lf", "pw\n", "pw", false},
