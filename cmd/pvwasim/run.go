@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -212,10 +213,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
+	conns := &connTracker{m: make(map[net.Conn]http.ConnState)}
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(zerologWriter{logger}, "", 0),
+		ConnState:         conns.track,
 	}
 	scheme := "http"
 	if c.opts.TLS {
@@ -290,6 +293,12 @@ wait:
 	}
 	logger.Info().Msg("shutting down")
 	h.Close() // cut injected latencies short
+	// Stop accepting, then close the connections without a request at
+	// once: Shutdown alone waits five seconds for one a client opened and
+	// never used.
+	_ = l.Close()
+	<-serveErr
+	conns.closeUnused()
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -300,6 +309,35 @@ wait:
 	logger.Info().Int64(logRequests, st.RequestsTotal).Int64(logWrites, st.MemberWrites.Total).
 		Int64(logPeak, st.PeakInFlight).Msg("stopped")
 	return nil
+}
+
+// connTracker follows the state of the server's connections.
+type connTracker struct {
+	mu sync.Mutex
+	m  map[net.Conn]http.ConnState
+}
+
+// track is the http.Server's ConnState hook.
+func (t *connTracker) track(c net.Conn, st http.ConnState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st == http.StateClosed || st == http.StateHijacked {
+		delete(t.m, c)
+		return
+	}
+	t.m[c] = st
+}
+
+// closeUnused closes the connections that carry no request.
+func (t *connTracker) closeUnused() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c, st := range t.m {
+		if st == http.StateNew || st == http.StateIdle {
+			_ = c.Close()
+			delete(t.m, c)
+		}
+	}
 }
 
 // zerologWriter routes the http.Server's error log through zerolog.

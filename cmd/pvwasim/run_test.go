@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -128,6 +129,28 @@ func TestRunPrintsURLFirstAndServes(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, log)
 		}
+	}
+}
+
+func TestRunStopsPromptlyWithUnusedConnections(t *testing.T) {
+	t.Parallel()
+	url, stop, _ := start(t, []string{"--safes", "10", "--shutdown-timeout", "30s"}, nil)
+	host := strings.TrimPrefix(strings.TrimSuffix(url, "/PasswordVault"), "http://")
+	conn, err := net.Dial("tcp", host) // opened, never used
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := &http.Client{Transport: &http.Transport{}} // keeps an idle connection
+	if status, _ := logonStatus(t, c, url, "Cyberark1"); status != 200 {
+		t.Fatalf("logon = %d", status)
+	}
+	begin := time.Now()
+	if err := stop(); err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+	if took := time.Since(begin); took > 2*time.Second {
+		t.Errorf("shutdown took %s with unused connections open, want well under 5s", took)
 	}
 }
 

@@ -41,6 +41,9 @@ type Server struct {
 	client    *http.Client
 	serveDone chan struct{}
 	closeOnce sync.Once
+
+	connMu sync.Mutex
+	conns  map[net.Conn]http.ConnState // open connections and their state
 }
 
 // NewServer starts a simulated PVWA configured by opts. The caller must
@@ -58,12 +61,14 @@ func NewServer(opts Options) (*Server, error) {
 		Handler:   h,
 		Listener:  l,
 		serveDone: make(chan struct{}),
+		conns:     make(map[net.Conn]http.ConnState),
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          log.New(io.Discard, "", 0),
 		},
 	}
+	s.srv.ConnState = s.trackConn
 	scheme := "http"
 	tr := &http.Transport{MaxIdleConnsPerHost: 256, ForceAttemptHTTP2: false}
 	if opts.TLS {
@@ -101,20 +106,56 @@ func (s *Server) Certificate() *x509.Certificate { return s.cert }
 // for a client's --ca-file.
 func (s *Server) CACertPEM() []byte { return s.caPEM }
 
-// Close stops the server: it cuts injected latencies short, waits up to
+// Close stops the server: it cuts injected latencies short, stops
+// accepting, closes at once the connections that carry no request (idle
+// keep-alive ones and ones a client opened but never used), waits up to
 // five seconds for requests being served, then closes every connection.
 // It is safe to call more than once.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.Handler.Close()
+		// http.Server.Shutdown alone would wait five seconds for a
+		// connection that never sent a request (StateNew), which an
+		// http.Transport leaves behind when a dial loses the race to an
+		// idle connection. Stop Serve first so that every accepted
+		// connection has been tracked, then close the unused ones.
+		_ = s.Listener.Close()
+		<-s.serveDone
+		s.closeConns(http.StateNew, http.StateIdle)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := s.srv.Shutdown(ctx); err != nil {
 			_ = s.srv.Close()
 		}
-		<-s.serveDone
 		s.client.CloseIdleConnections()
 	})
+}
+
+// trackConn is the http.Server's ConnState hook.
+func (s *Server) trackConn(c net.Conn, st http.ConnState) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	switch st {
+	case http.StateClosed, http.StateHijacked:
+		delete(s.conns, c)
+	default:
+		s.conns[c] = st
+	}
+}
+
+// closeConns closes the connections in one of the given states.
+func (s *Server) closeConns(states ...http.ConnState) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	for c, st := range s.conns {
+		for _, want := range states {
+			if st == want {
+				_ = c.Close()
+				delete(s.conns, c)
+				break
+			}
+		}
+	}
 }
 
 // SelfSignedCertificate returns a new ECDSA certificate for 127.0.0.1, ::1,
