@@ -3,11 +3,103 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/safeperm/safeperm/internal/cliconf"
+	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/worker"
 )
 
+// serve resolves the configuration (every problem reported before anything
+// connects), logs on to the PVWA, binds to the streams and works jobs until
+// ctx ends.
 func serve(ctx context.Context, cfg *config, getenv cliconf.Getenv, stderr io.Writer) error {
-	return errors.New("not implemented yet")
+	var probs cliconf.Problems
+	pv, err := cfg.PVWA.Resolve(getenv)
+	if err != nil {
+		probs.AddErr(err)
+	}
+	ns, err := cfg.NATS.Resolve(getenv)
+	if err != nil {
+		probs.AddErr(err)
+	}
+	cfg.validate(&probs)
+	if err == nil && ns.Embedded() {
+		probs.Addf("nats-url", "", "required: a standalone worker joins an existing NATS server (the planner's embedded default runs its own workers)")
+	}
+	if err := probs.Err(); err != nil {
+		return err
+	}
+	log, err := cfg.Log.Logger(stderr)
+	if err != nil {
+		return &cliconf.UsageError{Err: err}
+	}
+	host, _ := os.Hostname()
+	id := fmt.Sprintf("%s/%d", host, os.Getpid())
+	log = log.With().Str("worker", id).Logger()
+
+	pc := pv.PAM()
+	pc.Logger = log
+	if cfg.Rate > 0 {
+		pc.Limiter = rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/10)))
+	}
+	client, err := pam.New(pc)
+	if err != nil {
+		return &cliconf.UsageError{Err: err}
+	}
+	defer client.CloseIdleConnections()
+	if err := worker.Logon(ctx, client, 5, log); err != nil {
+		if errors.Is(err, pam.ErrUnauthorized) || errors.Is(err, pam.ErrPermanent) {
+			return &cliconf.ExitError{Code: cliconf.ExitUsage, Err: err}
+		}
+		return err
+	}
+	defer func() {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := client.Logoff(lctx); err != nil {
+			log.Warn().Err(err).Msg("PVWA logoff")
+		}
+	}()
+
+	nc, err := jobs.Connect(ctx, ns.ConnectOptions("safeperm-worker "+id, log))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	streams, err := jobs.Open(ctx, js, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: cfg.Concurrency, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log}, client, js, streams)
+	if err != nil {
+		return err
+	}
+	mctx, stopMover := context.WithCancel(ctx)
+	defer stopMover()
+	go func() {
+		if err := jobs.RunDeadLetterMover(mctx, js, streams, log); err != nil {
+			log.Error().Err(err).Msg("dead-letter mover stopped")
+		}
+	}()
+	err = w.Run(ctx)
+	stopMover()
+	if derr := nc.Drain(); derr != nil {
+		log.Warn().Err(derr).Msg("NATS drain")
+	}
+	return err
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/rs/zerolog"
+	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/secret"
 )
 
@@ -109,4 +111,13 @@ func (n *NATS) Resolve(getenv Getenv) (NATSSettings, error) {
 		return NATSSettings{}, err
 	}
 	return s, nil
+}
+
+// ConnectOptions returns how to connect to the external servers; name is
+// the connection name the servers show.
+func (s NATSSettings) ConnectOptions(name string, log zerolog.Logger) jobs.ConnectOptions {
+	return jobs.ConnectOptions{
+		URLs: s.URLs, Name: name, CredsFile: s.Creds, User: s.User, Password: s.Password,
+		TLSCA: s.CAFile, TLSCert: s.CertFile, TLSKey: s.KeyFile, Logger: log,
+	}
 }

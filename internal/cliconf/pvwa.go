@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/secret"
 )
 
@@ -204,4 +205,14 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// PAM returns the client configuration for these settings; the caller adds
+// the logger, limiter and observers.
+func (s PVWASettings) PAM() pam.Config {
+	return pam.Config{
+		BaseURL: s.URL, Auth: s.Auth, Username: s.User, Password: s.Password,
+		IdentityURL: s.IdentityURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
+		CAFile: s.CAFile, InsecureSkipVerify: s.Insecure, Timeout: s.Timeout,
+	}
 }

@@ -1,0 +1,293 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/pam/pamtest"
+)
+
+type natsEnv struct {
+	js      jetstream.JetStream
+	streams *jobs.Streams
+}
+
+func startNATS(t *testing.T, mutate func(*jobs.Config)) natsEnv {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	srv, err := natsembed.Start(ctx, natsembed.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := srv.Connect()
+	if err != nil {
+		srv.Shutdown()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		nc.Close()
+		srv.Shutdown()
+	})
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := jobs.DefaultConfig()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	st, err := jobs.Setup(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return natsEnv{js: js, streams: st}
+}
+
+// publishAll publishes one job per account Safe of the vault and returns
+// them by Safe name.
+func publishAll(t *testing.T, env natsEnv, srv *pamtest.Server, run string, mode jobs.Mode) map[string]pamtest.SafeInfo {
+	t.Helper()
+	ctx := context.Background()
+	p := jobs.NewPublisher(env.js, zerolog.Nop(), jobs.PublisherOptions{})
+	v := srv.Vault()
+	out := map[string]pamtest.SafeInfo{}
+	for i := range v.Len() {
+		in := v.Info(i)
+		if in.Internal || in.Access == pamtest.AccessHidden {
+			continue
+		}
+		j := jobFor(in, mode)
+		j.Run = run
+		if err := p.PublishJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+		out[in.Name] = in
+	}
+	if _, err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// collect follows run until n results arrived, or fails after wait.
+func collect(t *testing.T, env natsEnv, run string, n int, wait time.Duration) map[string]jobs.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	got := map[string]jobs.Result{}
+	err := jobs.Follow(ctx, env.js, run, func(r jobs.Result) error {
+		got[r.Safe.Name] = r
+		if len(got) == n {
+			return jobs.ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%d of %d results: %v", len(got), n, err)
+	}
+	return got
+}
+
+func runWorker(t *testing.T, ctx context.Context, env natsEnv, p PVWA, cfg Config) (wait func()) {
+	t.Helper()
+	w, err := New(ctx, cfg, p, env.js, env.streams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := w.Run(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	return wg.Wait
+}
+
+func TestWorkerRunConverges(t *testing.T) {
+	env := startNATS(t, nil)
+	srv, c := newSim(t, pamtest.Options{Safes: 300, Seed: 21})
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := runWorker(t, ctx, env, c, Config{Concurrency: 6, Retry: fastRetry()})
+	defer func() { cancel(); wait() }()
+
+	want := publishAll(t, env, srv, "run-a", jobs.ModeApply)
+	got := collect(t, env, "run-a", len(want), 30*time.Second)
+
+	for name, in := range want {
+		r := got[name]
+		var ws jobs.Status
+		switch {
+		case in.Access == pamtest.AccessReadOnly && in.PSMPermissions.Missing(jobFor(in, jobs.ModeApply).Permissions) != 0:
+			ws = jobs.StatusFailed
+		case in.PSMPermissions.Missing(jobFor(in, jobs.ModeApply).Permissions) == 0:
+			ws = jobs.StatusUnchanged
+		default:
+			ws = jobs.StatusApplied
+		}
+		if r.Status != ws {
+			t.Errorf("%s (%s/%s): %s %s, want %s", name, in.Class, in.Access, r.Status, r.Error, ws)
+		}
+		if ws == jobs.StatusFailed && r.ErrorCode != "CAWS00001E" {
+			t.Errorf("%s: error code %q", name, r.ErrorCode)
+		}
+		st, _ := srv.SafeState(name)
+		m, ok := st.Member(pamtest.PSMAppUsers)
+		if ws != jobs.StatusFailed && (!ok || m.Permissions != in.PSMPermissions|want0) {
+			t.Errorf("%s: vault holds %v, want %s", name, m.Permissions, in.PSMPermissions|want0)
+		}
+	}
+	if n, _ := env.streams.Jobs.Info(context.Background()); n.State.Msgs != 0 {
+		t.Errorf("%d jobs left in the work queue", n.State.Msgs)
+	}
+}
+
+var want0 = want
+
+func fastRetry() RetryPolicy {
+	return RetryPolicy{Attempts: 2, Base: time.Millisecond, Max: 5 * time.Millisecond,
+		RedeliverBase: 10 * time.Millisecond, RedeliverMax: 50 * time.Millisecond, MaxRetryAfter: 50 * time.Millisecond}
+}
+
+// TestWorkerPoisonMessage: a message that is not a job is dead-lettered
+// with the reason and terminated, never retried, and yields no result.
+func TestWorkerPoisonMessage(t *testing.T) {
+	env := startNATS(t, nil)
+	_, c := newSim(t, pamtest.Options{Safes: 10, Seed: 22})
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := runWorker(t, ctx, env, c, Config{Concurrency: 2})
+	defer func() { cancel(); wait() }()
+
+	for _, body := range []string{`{not json`, `{"v":9,"run":"run-p"}`, `{"v":1,"run":"run-p","mode":"apply","safe":{"urlId":"x","name":"x"},"member":{"name":"m","type":"Group"},"permissions":[]}`} {
+		if _, err := env.js.Publish(context.Background(), jobs.JobSubject("run-p", jobs.SafeKey(body)), []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := env.streams.DLQ.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dead letters %d, want 3", info.State.Msgs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		m, err := env.streams.DLQ.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := jobs.ParseDeadLetterHeader(m.Header)
+		if info.Reason == "" || info.Deliveries != 1 {
+			t.Errorf("dead letter %d: %+v, want a reason and 1 delivery", seq, info)
+		}
+	}
+	ji, _ := env.streams.Jobs.Info(context.Background())
+	if ji.State.Msgs != 0 {
+		t.Errorf("%d poison messages left in the queue", ji.State.Msgs)
+	}
+	ri, _ := env.streams.Results.Info(context.Background())
+	if ri.State.Msgs != 0 {
+		t.Errorf("%d results for poison messages", ri.State.Msgs)
+	}
+}
+
+// TestWorkerTransientThenDeadLetter: a Safe that always answers 500 is
+// handed back with a delay until MaxDeliver, then reported failed once.
+func TestWorkerTransientThenDeadLetter(t *testing.T) {
+	env := startNATS(t, func(c *jobs.Config) { c.MaxDeliver = 3 })
+	srv, c := newSim(t, pamtest.Options{Safes: 120, Seed: 23})
+	in := pick(t, srv, pamtest.ClassListOnly, pamtest.AccessFull)
+	if err := srv.SetFaults(pamtest.Faults{P500: 1}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := runWorker(t, ctx, env, c, Config{Concurrency: 2, Retry: fastRetry()})
+	defer func() { cancel(); wait() }()
+	moverCtx, stopMover := context.WithCancel(ctx)
+	defer stopMover()
+	go func() { _ = jobs.RunDeadLetterMover(moverCtx, env.js, env.streams, zerolog.Nop()) }()
+
+	j := jobFor(in, jobs.ModeApply)
+	j.Run = "run-t"
+	p := jobs.NewPublisher(env.js, zerolog.Nop(), jobs.PublisherOptions{})
+	if err := p.PublishJob(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := collect(t, env, "run-t", 1, 20*time.Second)
+	r := got[in.Name]
+	if r.Status != jobs.StatusFailed || r.Attempts != 3 {
+		t.Fatalf("result %s attempts %d (%s), want failed after 3 deliveries", r.Status, r.Attempts, r.Error)
+	}
+	// GETs: 2 tries in each of 3 deliveries; never a write.
+	if n := srv.Stats().Count(pamtest.RouteMember, 500); n != 6 {
+		t.Errorf("GETs answered 500: %d, want 6", n)
+	}
+	if w := srv.Stats().MemberWrites.Total; w != 0 {
+		t.Errorf("writes %d", w)
+	}
+	time.Sleep(200 * time.Millisecond)
+	ri, _ := env.streams.Results.Info(context.Background())
+	if ri.State.Msgs != 1 {
+		t.Errorf("results %d, want exactly 1", ri.State.Msgs)
+	}
+}
+
+// TestWorkerShutdownHandsBack: a worker stopped with jobs in flight hands
+// them back; another worker finishes them and nothing is lost.
+func TestWorkerShutdownHandsBack(t *testing.T) {
+	env := startNATS(t, nil)
+	srv, c := newSim(t, pamtest.Options{Safes: 150, Seed: 24})
+	if err := srv.SetFaults(pamtest.Faults{Latency: 300 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	want := publishAll(t, env, srv, "run-s", jobs.ModeApply)
+
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	wait1 := runWorker(t, ctx1, env, c, Config{Concurrency: 4, ShutdownTimeout: 50 * time.Millisecond, Retry: fastRetry()})
+	time.Sleep(700 * time.Millisecond)
+	cancel1()
+	done := make(chan struct{})
+	go func() { wait1(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("worker did not stop within its shutdown timeout")
+	}
+	if err := srv.SetFaults(pamtest.Faults{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	wait2 := runWorker(t, ctx2, env, c, Config{Concurrency: 8, Retry: fastRetry()})
+	defer func() { cancel2(); wait2() }()
+	got := collect(t, env, "run-s", len(want), 60*time.Second)
+	if len(got) != len(want) {
+		t.Fatalf("results %d, want %d", len(got), len(want))
+	}
+	for name, r := range got {
+		if r.Status == jobs.StatusFailed && want[name].Access == pamtest.AccessFull {
+			t.Errorf("%s failed: %s", name, r.Error)
+		}
+	}
+	ri, _ := env.streams.Results.Info(context.Background())
+	if int(ri.State.Msgs) != len(want) {
+		t.Errorf("result messages %d, want %d (one per job)", ri.State.Msgs, len(want))
+	}
+}
