@@ -64,9 +64,9 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) JobStarted()                           {}
+func (nopObserver) JobStarted()                            {}
 func (nopObserver) JobFinished(jobs.Status, time.Duration) {}
-func (nopObserver) JobRetried(uint64)                     {}
+func (nopObserver) JobRetried(uint64)                      {}
 
 // Worker consumes and applies jobs. Create it with New; Run it once.
 type Worker struct {
