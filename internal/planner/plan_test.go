@@ -1,0 +1,241 @@
+package planner
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/scope"
+	"github.com/safeperm/safeperm/internal/secret"
+)
+
+type env struct {
+	js      jetstream.JetStream
+	streams *jobs.Streams
+	srv     *pamtest.Server
+	client  *pam.Client
+}
+
+func newEnv(t *testing.T, safes int) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ns, err := natsembed.Start(ctx, natsembed.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := ns.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	st, err := jobs.Setup(ctx, js, jobs.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := pamtest.NewServer(pamtest.Options{Safes: safes, Seed: 31})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pam.New(pam.Config{BaseURL: srv.URL, Username: pamtest.DefaultAdminUser, Password: secret.New(pamtest.DefaultAdminPassword)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Logon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.CloseIdleConnections()
+		srv.Close()
+		nc.Close()
+		ns.Shutdown()
+	})
+	return &env{js: js, streams: st, srv: srv, client: c}
+}
+
+func (e *env) plan(run string, f scope.Filter) Plan {
+	return Plan{Run: run, Mode: jobs.ModeApply, Member: jobs.MemberRef{Name: "PSMAppUsers", Type: "Group", SearchIn: "Vault"},
+		Permissions: pam.Perms(pam.ListAccounts, pam.UnlockAccounts), Filter: f, Logger: zerolog.Nop()}
+}
+
+// jobsIn counts the jobs of run waiting in the work queue.
+func (e *env) jobsIn(t *testing.T, run string) int {
+	t.Helper()
+	info, err := e.streams.Jobs.Info(context.Background(), jetstream.WithSubjectFilter(jobs.JobsFilter(run)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(info.State.Subjects)
+}
+
+func list(t *testing.T, text string) *scope.List {
+	t.Helper()
+	l, err := scope.ParseList(strings.NewReader(text), "test.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestStartScope(t *testing.T) {
+	e := newEnv(t, 300)
+	v := e.srv.Vault()
+	var account, internal []string
+	for i := range v.Len() {
+		in := v.Info(i)
+		switch {
+		case in.Access == pamtest.AccessHidden:
+		case in.Internal:
+			internal = append(internal, in.Name)
+		default:
+			account = append(account, in.Name)
+		}
+	}
+	excluded := account[3]
+	f := scope.Filter{
+		// The include list names an internal Safe, an excluded one, two
+		// account Safes (one in another case) and one that does not exist.
+		Include: list(t, "PSMRecordings\n"+excluded+"\n"+account[5]+"\n"+strings.ToUpper(account[7])+"\nNo Such Safe\n"),
+		Exclude: list(t, excluded+"\n"),
+	}
+	rec, sum, err := Start(context.Background(), e.js, e.streams, e.client, e.plan("run-scope", f), jobs.RunParams{}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Planned != 2 || rec.Published != 2 || e.jobsIn(t, "run-scope") != 2 {
+		t.Errorf("planned %d published %d queued %d, want 2", sum.Planned, rec.Published, e.jobsIn(t, "run-scope"))
+	}
+	if sum.Listed != len(account)+len(internal) || rec.Expected() != sum.Listed {
+		t.Errorf("listed %d expected %d, want %d", sum.Listed, rec.Expected(), len(account)+len(internal))
+	}
+	if sum.Skipped[scope.ReasonInternal] != len(internal) || sum.Skipped[scope.ReasonExcluded] != 1 {
+		t.Errorf("skipped %v, want %d internal and 1 excluded", sum.Skipped, len(internal))
+	}
+	if len(sum.Unmatched) != 1 || sum.Unmatched[0] != "No Such Safe" {
+		t.Errorf("unmatched %v", sum.Unmatched)
+	}
+	if !rec.PlanningDone || rec.State != jobs.RunRunning {
+		t.Errorf("record %+v", rec)
+	}
+	// The skipped results are published by the planner, one per Safe.
+	var skipped []jobs.Result
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := jobs.Replay(ctx, e.js, "run-scope", func(r jobs.Result) error {
+		skipped = append(skipped, r)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(skipped) != rec.Skipped {
+		t.Errorf("skipped results %d, record says %d", len(skipped), rec.Skipped)
+	}
+	for _, r := range skipped {
+		if r.Status != jobs.StatusSkipped || r.Reason == "" {
+			t.Errorf("%+v", r)
+		}
+		if r.Safe.Name == "PSMRecordings" && !strings.Contains(r.Reason, "internal") {
+			t.Errorf("PSMRecordings skipped for %q, want internal", r.Reason)
+		}
+	}
+}
+
+// TestStartCPMSafesFromManagingCPM: Safes of a CPM named only in other
+// Safes' managingCPM are internal.
+func TestStartCPMSafesFromManagingCPM(t *testing.T) {
+	e := newEnv(t, 200)
+	_, sum, err := Start(context.Background(), e.js, e.streams, e.client, e.plan("run-cpm", scope.Filter{}), jobs.RunParams{}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range sum.CPMs {
+		found = found || c == "cyberark-connec"
+	}
+	if !found {
+		t.Fatalf("CPMs %v, want cyberark-connec learnt from managingCPM", sum.CPMs)
+	}
+	if e.jobsIn(t, "run-cpm") != sum.Planned {
+		t.Fatal("queued jobs differ from planned")
+	}
+	// None of the queued jobs is for an internal Safe.
+	info, _ := e.streams.Jobs.Info(context.Background(), jetstream.WithSubjectFilter(jobs.JobsFilter("run-cpm")))
+	for subj := range info.State.Subjects {
+		for _, n := range []string{"cyberark-connec_Accounts", "PasswordManager_Info", "VaultInternal"} {
+			if subj == jobs.JobSubject("run-cpm", jobs.SafeKey(n)) {
+				t.Errorf("job published for internal Safe %s", n)
+			}
+		}
+	}
+}
+
+// TestStartTwice: two planners for the same run id, at once and one after
+// the other, publish each job once.
+func TestStartTwice(t *testing.T) {
+	e := newEnv(t, 400)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	sums := make([]Summary, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, sums[i], errs[i] = Start(context.Background(), e.js, e.streams, e.client, e.plan("run-twice", scope.Filter{}), jobs.RunParams{}, []string{"a", "b"}[i])
+		}()
+	}
+	wg.Wait()
+	planned := 0
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, jobs.ErrLeaseHeld) {
+			t.Fatalf("planner %d: %v", i, err)
+		}
+		planned = max(planned, sums[i].Planned)
+	}
+	if planned == 0 {
+		t.Fatal("no planner published")
+	}
+	info, _ := e.streams.Jobs.Info(context.Background())
+	if int(info.State.Msgs) != planned {
+		t.Fatalf("queued %d jobs, want %d: each once", info.State.Msgs, planned)
+	}
+
+	// A restart with the same id re-publishes nothing new.
+	rec, sum, err := Start(context.Background(), e.js, e.streams, e.client, e.plan("run-twice", scope.Filter{}), jobs.RunParams{}, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Publish.Published != 0 || sum.Publish.Duplicates+sum.Publish.AlreadyPending != planned {
+		t.Errorf("re-plan stats %+v, want all %d dropped", sum.Publish, planned)
+	}
+	info, _ = e.streams.Jobs.Info(context.Background())
+	if int(info.State.Msgs) != planned || rec.Published != planned {
+		t.Errorf("queued %d, record %d, want %d", info.State.Msgs, rec.Published, planned)
+	}
+
+	// Once done, the id cannot be planned again.
+	if _, err := Finish(context.Background(), e.streams.Runs, "run-twice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Start(context.Background(), e.js, e.streams, e.client, e.plan("run-twice", scope.Filter{}), jobs.RunParams{}, "d"); !errors.Is(err, ErrRunFinished) {
+		t.Fatalf("err %v, want ErrRunFinished", err)
+	}
+	// Other parameters under an existing id are refused.
+	p := e.plan("run-other", scope.Filter{})
+	if _, _, err := Start(context.Background(), e.js, e.streams, e.client, p, jobs.RunParams{}, "e"); err != nil {
+		t.Fatal(err)
+	}
+	p.Permissions = pam.Perms(pam.ListAccounts)
+	if _, _, err := Start(context.Background(), e.js, e.streams, e.client, p, jobs.RunParams{Permissions: p.Permissions}, "e"); err == nil || !strings.Contains(err.Error(), "other parameters") {
+		t.Fatalf("err %v, want other parameters", err)
+	}
+}
