@@ -122,15 +122,15 @@ func (c *Client) BaseURL() string { return c.s.base.String() }
 
 // request is one HTTP exchange the client makes.
 type request struct {
-	op        string   // what the caller asked for, for errors
-	method    string   // HTTP method
-	route     string   // path template for metrics, e.g. "/API/Safes/{id}"
-	origin    *url.URL // scheme and host; nil means the PVWA
-	path      string   // escaped path, sent verbatim
-	query     string   // encoded query, sent verbatim
-	body      []byte   // JSON (or form) body, nil for none
-	form      bool     // body is application/x-www-form-urlencoded
-	memberURL bool     // the path names Safe members; see APIError
+	op     string   // what the caller asked for, for errors
+	method string   // HTTP method
+	route  string   // path template for metrics, e.g. "/API/Safes/{id}"
+	origin *url.URL // scheme and host; nil means the PVWA
+	path   string   // escaped path, sent verbatim
+	query  string   // encoded query, sent verbatim
+	body   []byte   // JSON (or form) body, nil for none
+	form   bool     // body is application/x-www-form-urlencoded
+	target target   // what the path names; decides what a 404 means
 }
 
 // apiPath returns the escaped path of an API route under the PVWA base.
@@ -303,7 +303,7 @@ func (c *Client) apiError(rq *request, resp *http.Response) *APIError {
 		Message:    c.redact(msg),
 		Details:    details,
 		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), c.now()),
-		memberURL:  rq.memberURL,
+		target:     rq.target,
 	}
 	for i := range e.Details {
 		e.Details[i].Message = c.redact(e.Details[i].Message)

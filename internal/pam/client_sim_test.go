@@ -319,9 +319,22 @@ func TestSimMemberWrites(t *testing.T) {
 
 	t.Run("unknown principal", func(t *testing.T) {
 		in := findSafe(t, v, func(in pamtest.SafeInfo) bool { return in.Access == pamtest.AccessFull && !in.Internal })
-		_, err := c.AddMember(ctx, in.URLID, pam.NewMember{Name: "nobody at all", Type: "User", Permissions: grant})
-		if !errors.Is(err, pam.ErrMemberNotFound) || pam.Classify(err) != pam.ClassPermanent {
-			t.Errorf("err = %v, want a permanent ErrMemberNotFound", err)
+		tests := []struct {
+			name string
+			m    pam.NewMember
+		}{
+			{"name unknown to the vault", pam.NewMember{Name: "nobody at all", Type: "User", Permissions: grant}},
+			{"known name, wrong type", pam.NewMember{Name: principals[2].Name, Type: "User", Permissions: grant}},
+		}
+		for _, tt := range tests {
+			_, err := c.AddMember(ctx, in.URLID, tt.m)
+			if !errors.Is(err, pam.ErrUnknownPrincipal) || errors.Is(err, pam.ErrMemberNotFound) || errors.Is(err, pam.ErrSafeNotFound) ||
+				pam.Classify(err) != pam.ClassPermanent {
+				t.Errorf("%s: err = %v, want a permanent ErrUnknownPrincipal that is neither ErrMemberNotFound nor ErrSafeNotFound", tt.name, err)
+			}
+		}
+		if _, err := c.AddMember(ctx, "No%20Such%20Safe", pam.NewMember{Name: pamtest.PSMAppUsers, Type: "Group", Permissions: grant}); !errors.Is(err, pam.ErrSafeNotFound) || errors.Is(err, pam.ErrUnknownPrincipal) {
+			t.Errorf("add to a missing Safe: %v, want ErrSafeNotFound", err)
 		}
 	})
 

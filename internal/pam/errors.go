@@ -16,9 +16,16 @@ import (
 var (
 	// ErrSafeNotFound: the Safe does not exist or was deleted (404 SFWS0007).
 	ErrSafeNotFound = errors.New("safe not found")
-	// ErrMemberNotFound: the member is not a member of the Safe (404 on a
-	// member URL, or SFWS0008), or the name is unknown to the vault.
+	// ErrMemberNotFound: the name is not a member of the Safe (404 on a
+	// member item URL, or SFWS0008): a GET answered so means "add it".
 	ErrMemberNotFound = errors.New("member not found")
+	// ErrUnknownPrincipal: AddMember named a user, group or role the vault
+	// (or the directory in searchIn) does not know: a 404 on POST
+	// /API/Safes/{id}/Members/ with an ErrorCode other than SFWS0007,
+	// typically CAWS00001E "User or Group was not found.". It is
+	// ErrPermanent and deliberately not ErrMemberNotFound, which would make
+	// a caller add the member again.
+	ErrUnknownPrincipal = errors.New("member name unknown to the vault")
 	// ErrAlreadyMember: POST found the member there already (409 SFWS0012).
 	ErrAlreadyMember = errors.New("already a member")
 	// ErrForbidden: the caller lacks the Safe permission (403).
@@ -84,10 +91,28 @@ type APIError struct {
 	Details []ErrorDetail
 	// RetryAfter is the Retry-After header value, 0 when absent.
 	RetryAfter time.Duration
-	// memberURL is set when the request was about one member of a Safe; it
-	// tells a bare 404 apart between "no such Safe" and "no such member".
-	memberURL bool
+	// target is what the request's URL named; it decides what a 404
+	// means.
+	target target
 }
+
+// target is what a request's URL names, which decides what a 404 means
+// (pam-api.md §4): SFWS0007 is always the Safe; otherwise a 404 is about
+// the last thing the URL names.
+type target uint8
+
+const (
+	// targetSafe: a Safe, the Safes list or a Safe's members list; a 404
+	// means the Safe does not exist.
+	targetSafe target = iota
+	// targetMember: one member's item URL (GET, PUT, DELETE); a 404 means
+	// the name is not a member of the Safe.
+	targetMember
+	// targetMemberAdd: POST to a Safe's members collection; a 404 with a
+	// PVWA ErrorCode other than SFWS0007 means the vault does not know the
+	// name (the Safe missing is SFWS0007).
+	targetMemberAdd
+)
 
 // Error formats the error with everything useful and nothing secret.
 func (e *APIError) Error() string {
@@ -118,9 +143,11 @@ func (e *APIError) Error() string {
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrSafeNotFound:
-		return e.Code == CodeSafeNotFound || (e.Status == 404 && !e.memberURL && e.Code != CodeMemberNotInSafe)
+		return e.Code == CodeSafeNotFound || (e.Status == 404 && e.target == targetSafe && e.Code != CodeMemberNotInSafe)
 	case ErrMemberNotFound:
-		return e.Code == CodeMemberNotInSafe || (e.Status == 404 && e.memberURL && e.Code != CodeSafeNotFound)
+		return e.Code == CodeMemberNotInSafe || (e.Status == 404 && e.target == targetMember && e.Code != CodeSafeNotFound)
+	case ErrUnknownPrincipal:
+		return e.unknownPrincipal()
 	case ErrAlreadyMember:
 		return e.Code == CodeAlreadyMember || e.Status == 409
 	case ErrForbidden:
@@ -139,16 +166,39 @@ func (e *APIError) Is(target error) bool {
 	return false
 }
 
+// unknownPrincipal reports whether the answer says AddMember named someone
+// the vault does not know. A 404 without any ErrorCode (an IIS or proxy
+// page) is counted only when its message says so: it may not come from the
+// PVWA at all.
+func (e *APIError) unknownPrincipal() bool {
+	if e.Status != 404 || e.target != targetMemberAdd || e.Code == CodeSafeNotFound || e.Code == CodeMemberNotInSafe {
+		return false
+	}
+	if e.Code != "" {
+		return true
+	}
+	msg := strings.ToLower(e.Message)
+	return strings.Contains(msg, "was not found") || strings.Contains(msg, "hasn't been defined")
+}
+
 func (e *APIError) transient() bool {
 	return e.Status >= 500 || e.Status == 429 || e.Status == 408
 }
 
 // NewAPIError builds an APIError. memberURL says whether the request was
-// about one member of a Safe, which decides what a bare 404 means. It is
-// exported for the simulator's tests and for wrappers; the client fills
-// APIErrors itself.
+// about one member of a Safe, which decides what a bare 404 means: with
+// memberURL, a POST (AddMember) 404 means an unknown principal and any
+// other method's 404 means "not a member". It is exported for the
+// simulator's tests and for wrappers; the client fills APIErrors itself.
 func NewAPIError(op, method, path string, status int, code, msg string, memberURL bool) *APIError {
-	return &APIError{Op: op, Method: method, Path: path, Status: status, Code: code, Message: msg, memberURL: memberURL}
+	t := targetSafe
+	switch {
+	case memberURL && strings.EqualFold(method, "POST"):
+		t = targetMemberAdd
+	case memberURL:
+		t = targetMember
+	}
+	return &APIError{Op: op, Method: method, Path: path, Status: status, Code: code, Message: msg, target: t}
 }
 
 // TransportError is a failure to get a whole answer: connection refused or

@@ -48,6 +48,7 @@ func TestErrorClasses(t *testing.T) {
 		getSafe
 		addMember
 		updateMember
+		listMembers
 	)
 	tests := []struct {
 		name    string
@@ -72,7 +73,28 @@ func TestErrorClasses(t *testing.T) {
 		{name: "404 SFWS0007 on a member URL is the Safe", call: getMember, status: 404, body: `{"ErrorCode":"SFWS0007","ErrorMessage":"Safe has been deleted or does not exist."}`,
 			is: []error{ErrSafeNotFound, ErrPermanent}, isNot: []error{ErrMemberNotFound}, class: ClassPermanent, code: "SFWS0007"},
 		{name: "404 other code on a member URL is the member", call: getMember, status: 404, body: `{"ErrorCode":"CAWS00001E","ErrorMessage":"User or Group was not found."}`,
-			is: []error{ErrMemberNotFound}, isNot: []error{ErrSafeNotFound}, class: ClassPermanent, code: "CAWS00001E"},
+			is: []error{ErrMemberNotFound}, isNot: []error{ErrSafeNotFound, ErrUnknownPrincipal}, class: ClassPermanent, code: "CAWS00001E"},
+		// POST to the members collection: only SFWS0007 is the Safe; any
+		// other 404 the PVWA explains is a name the vault does not know,
+		// and must not read as "not a member" (the worker would POST again).
+		{name: "add: 404 CAWS00001E is an unknown principal", call: addMember, status: 404,
+			body: `{"ErrorCode":"CAWS00001E","ErrorMessage":"Failed to add User or Group nobody. Reason: User or Group was not found."}`,
+			is:   []error{ErrUnknownPrincipal, ErrPermanent}, isNot: []error{ErrMemberNotFound, ErrSafeNotFound, ErrTransient},
+			class: ClassPermanent, code: "CAWS00001E", msg: "was not found"},
+		{name: "add: 404 with another code is an unknown principal", call: addMember, status: 404,
+			body: `{"ErrorCode":"ITATS034E","ErrorMessage":"Owner nobody not found."}`,
+			is:   []error{ErrUnknownPrincipal, ErrPermanent}, isNot: []error{ErrMemberNotFound, ErrSafeNotFound}, class: ClassPermanent, code: "ITATS034E"},
+		{name: "add: 404 without code, message says not defined", call: addMember, status: 404,
+			body: `{"ErrorMessage":"User nobody hasn't been defined."}`,
+			is:   []error{ErrUnknownPrincipal, ErrPermanent}, isNot: []error{ErrMemberNotFound, ErrSafeNotFound}, class: ClassPermanent, msg: "defined"},
+		{name: "add: 404 SFWS0007 is the Safe", call: addMember, status: 404,
+			body: `{"ErrorCode":"SFWS0007","ErrorMessage":"Safe has been deleted or does not exist."}`,
+			is:   []error{ErrSafeNotFound, ErrPermanent}, isNot: []error{ErrUnknownPrincipal, ErrMemberNotFound}, class: ClassPermanent, code: "SFWS0007"},
+		{name: "add: bare 404 is neither", call: addMember, status: 404, body: ``,
+			is: []error{ErrPermanent}, isNot: []error{ErrUnknownPrincipal, ErrMemberNotFound, ErrSafeNotFound}, class: ClassPermanent},
+		{name: "list members: 404 is the Safe", call: listMembers, status: 404,
+			body: `{"ErrorCode":"CAWS00001E","ErrorMessage":"not found"}`,
+			is:   []error{ErrSafeNotFound, ErrPermanent}, isNot: []error{ErrMemberNotFound, ErrUnknownPrincipal}, class: ClassPermanent, code: "CAWS00001E"},
 		{name: "404 bare on a member URL is the member", call: updateMember, status: 404, body: ``,
 			is: []error{ErrMemberNotFound}, isNot: []error{ErrSafeNotFound}, class: ClassPermanent},
 		{name: "SFWS0008 is the member", call: updateMember, status: 404, body: `{"ErrorCode":"SFWS0008","ErrorMessage":"not a member"}`,
@@ -132,6 +154,9 @@ func TestErrorClasses(t *testing.T) {
 			case updateMember:
 				_, err = c.UpdateMember(ctx, "Finance%20Team", "PSMAppUsers", MemberUpdate{})
 				wantOp, wantPath = `update member "PSMAppUsers" on safe "Finance%20Team"`, "/PasswordVault/API/Safes/Finance%20Team/Members/PSMAppUsers/"
+			case listMembers:
+				_, err = collect(t, c.Members(ctx, "Finance%20Team"))
+				wantOp, wantPath = `list members of safe "Finance%20Team"`, "/PasswordVault/API/Safes/Finance%20Team/Members"
 			}
 			var ae *APIError
 			if !errors.As(err, &ae) {

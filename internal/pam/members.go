@@ -99,7 +99,7 @@ func (c *Client) Member(ctx context.Context, safeURLID, name string) (Member, er
 	if err != nil {
 		return Member{}, err
 	}
-	rq := &request{op: op, method: http.MethodGet, route: "/API/Safes/{id}/Members/{name}", path: path, memberURL: true}
+	rq := &request{op: op, method: http.MethodGet, route: "/API/Safes/{id}/Members/{name}", path: path, target: targetMember}
 	var m Member
 	err = c.do(ctx, rq, func(resp *http.Response) error {
 		var w wireMember
@@ -114,7 +114,7 @@ func (c *Client) Member(ctx context.Context, safeURLID, name string) (Member, er
 
 // Members lists the members of a Safe (GET /API/Safes/{id}/Members), page
 // by page (Config.MembersPageSize), following nextLink when the PVWA sends
-// one and offset/count otherwise. Like Safes, it yields an error once, as the
+// one and offset/count otherwise. A 404 matches ErrSafeNotFound. Like Safes, it yields an error once, as the
 // last value, holds one page at most and starts over at each range.
 func (c *Client) Members(ctx context.Context, safeURLID string) iter.Seq2[Member, error] {
 	return func(yield func(Member, error) bool) {
@@ -126,12 +126,12 @@ func (c *Client) Members(ctx context.Context, safeURLID string) iter.Seq2[Member
 		}
 		st := &pageState{limit: c.s.membersLim}
 		rq := &request{
-			op:        op,
-			method:    http.MethodGet,
-			route:     "/API/Safes/{id}/Members",
-			path:      c.apiPath("Safes", seg, "Members"),
-			query:     st.query(),
-			memberURL: true,
+			op:     op,
+			method: http.MethodGet,
+			route:  "/API/Safes/{id}/Members",
+			path:   c.apiPath("Safes", seg, "Members"),
+			query:  st.query(),
+			target: targetSafe, // the list names only the Safe
 		}
 		listPages(ctx, c, rq, st, memberListKeys, true, func(dec *json.Decoder) (Member, error) {
 			var w wireMember
@@ -158,7 +158,9 @@ type addMemberBody struct {
 // the member as the PVWA created it. m.Type is required (User, Group or
 // Role, any case); m.SearchIn defaults to "Vault". A member already there
 // matches ErrAlreadyMember (409 SFWS0012): read it and UpdateMember instead.
-// Not idempotent: do not replay blindly after a transient error; read first.
+// A name the vault (or the searchIn directory) does not know matches
+// ErrUnknownPrincipal, never ErrMemberNotFound; a missing Safe matches
+// ErrSafeNotFound (SFWS0007). Not idempotent: do not replay blindly after a transient error; read first.
 func (c *Client) AddMember(ctx context.Context, safeURLID string, m NewMember) (Member, error) {
 	op := fmt.Sprintf("add member %q to safe %q", m.Name, safeURLID)
 	// The item path validates the names; the POST goes to the collection.
@@ -185,12 +187,12 @@ func (c *Client) AddMember(ctx context.Context, safeURLID string, m NewMember) (
 	}
 	seg, _ := safeSegment(op, safeURLID)
 	rq := &request{
-		op:        op,
-		method:    http.MethodPost,
-		route:     "/API/Safes/{id}/Members",
-		path:      c.apiPath("Safes", seg, "Members") + "/",
-		body:      body,
-		memberURL: true,
+		op:     op,
+		method: http.MethodPost,
+		route:  "/API/Safes/{id}/Members",
+		path:   c.apiPath("Safes", seg, "Members") + "/",
+		body:   body,
+		target: targetMemberAdd,
 	}
 	sent := Member{SafeURLID: safeURLID, Name: m.Name, Type: typ, Expiration: expiryOrNull(m.Expiration), Permissions: m.Permissions}
 	return c.memberAnswer(ctx, rq, safeURLID, sent)
@@ -253,12 +255,12 @@ func (c *Client) UpdateMember(ctx context.Context, safeURLID, name string, u Mem
 		return Member{}, fmt.Errorf("%s: encode request: %w", op, err)
 	}
 	rq := &request{
-		op:        op,
-		method:    http.MethodPut,
-		route:     "/API/Safes/{id}/Members/{name}",
-		path:      path,
-		body:      body,
-		memberURL: true,
+		op:     op,
+		method: http.MethodPut,
+		route:  "/API/Safes/{id}/Members/{name}",
+		path:   path,
+		body:   body,
+		target: targetMember,
 	}
 	sent := Member{SafeURLID: safeURLID, Name: name, Expiration: exp, Permissions: u.Permissions, ExtraPermissions: u.ExtraPermissions}
 	return c.memberAnswer(ctx, rq, safeURLID, sent)
@@ -273,7 +275,7 @@ func (c *Client) DeleteMember(ctx context.Context, safeURLID, name string) error
 	if err != nil {
 		return err
 	}
-	rq := &request{op: op, method: http.MethodDelete, route: "/API/Safes/{id}/Members/{name}", path: path, memberURL: true}
+	rq := &request{op: op, method: http.MethodDelete, route: "/API/Safes/{id}/Members/{name}", path: path, target: targetMember}
 	return c.do(ctx, rq, nil)
 }
 

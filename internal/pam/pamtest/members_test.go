@@ -456,3 +456,42 @@ func TestOptionsBehaviour(t *testing.T) {
 		t.Errorf("dotted URL with slash = %d", r.status)
 	}
 }
+
+// TestAddUnknownPrincipal checks the answers of POST member that the client
+// tells apart (pam.ErrUnknownPrincipal vs pam.ErrSafeNotFound): a name the
+// directory does not know, or knows with another type, is 404 CAWS00001E;
+// a missing Safe is 404 SFWS0007; a name added to Options.Principals is
+// accepted.
+func TestAddUnknownPrincipal(t *testing.T) {
+	t.Parallel()
+	srv := newSim(t, pamtest.Options{Safes: 200, Seed: 9, Principals: []pamtest.Principal{{Name: "App Owners (EU)", Type: pam.MemberTypeGroup}}})
+	tok := admin(t, srv)
+	safe := fullAccess(t, srv.Vault(), pamtest.ClassAbsent)
+	tests := []struct {
+		name   string
+		safe   string
+		body   string
+		status int
+		code   string
+		msg    string
+	}{
+		{"unknown name", safe.Name, `{"memberName":"nobody at all","memberType":"User","permissions":{}}`, 404, "CAWS00001E", "User or Group was not found."},
+		{"known name, other type", safe.Name, `{"memberName":"App Owners (EU)","memberType":"User","permissions":{}}`, 404, "CAWS00001E", "User or Group was not found."},
+		{"missing Safe", "No Such Safe", `{"memberName":"PSMAppUsers","memberType":"Group","permissions":{}}`, 404, "SFWS0007", ""},
+		{"principal from Options", safe.Name, `{"memberName":"app owners (eu)","memberType":"Group","permissions":{"listAccounts":true}}`, 201, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := call(t, srv, "POST", membersPath(tt.safe), tok, tt.body)
+			if r.status != tt.status {
+				t.Fatalf("POST = %d %s, want %d", r.status, r.body, tt.status)
+			}
+			if tt.code == "" {
+				return
+			}
+			if e := r.apiError(t); e.ErrorCode != tt.code || !strings.Contains(e.ErrorMessage, tt.msg) {
+				t.Errorf("error = %+v, want %s with %q", e, tt.code, tt.msg)
+			}
+		})
+	}
+}
