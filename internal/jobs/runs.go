@@ -62,6 +62,8 @@ type RunParams struct {
 	// Rate is the global PVWA request rate limit in requests per second;
 	// 0 means unlimited.
 	Rate float64 `json:"rate,omitempty"`
+	// RollbackOf is, for a rollback run, the id of the run it undoes.
+	RollbackOf string `json:"rollbackOf,omitempty"`
 }
 
 // Run is the run record kept in RunsBucket under the run id.

@@ -108,7 +108,7 @@ func TestStartScope(t *testing.T) {
 		Include: list(t, "PSMRecordings\n"+excluded+"\n"+account[5]+"\n"+strings.ToUpper(account[7])+"\nNo Such Safe\n"),
 		Exclude: list(t, excluded+"\n"),
 	}
-	rec, sum, err := Start(context.Background(), e.js, e.streams, e.client, e.plan("run-scope", f), jobs.RunParams{}, "test")
+	rec, sum, err := Start(context.Background(), e.js, e.streams, SafesSource(e.client), e.plan("run-scope", f), jobs.RunParams{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestStartScope(t *testing.T) {
 // Safes' managingCPM are internal.
 func TestStartCPMSafesFromManagingCPM(t *testing.T) {
 	e := newEnv(t, 200)
-	_, sum, err := Start(context.Background(), e.js, e.streams, e.client, e.plan("run-cpm", scope.Filter{}), jobs.RunParams{}, "test")
+	_, sum, err := Start(context.Background(), e.js, e.streams, SafesSource(e.client), e.plan("run-cpm", scope.Filter{}), jobs.RunParams{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestStartTwice(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, sums[i], errs[i] = Start(context.Background(), e.js, e.streams, e.client, e.plan("run-twice", scope.Filter{}), jobs.RunParams{}, []string{"a", "b"}[i])
+			_, sums[i], errs[i] = Start(context.Background(), e.js, e.streams, SafesSource(e.client), e.plan("run-twice", scope.Filter{}), jobs.RunParams{}, []string{"a", "b"}[i])
 		}()
 	}
 	wg.Wait()
@@ -210,7 +210,7 @@ func TestStartTwice(t *testing.T) {
 	}
 
 	// A restart with the same id re-publishes nothing new.
-	rec, sum, err := Start(context.Background(), e.js, e.streams, e.client, e.plan("run-twice", scope.Filter{}), jobs.RunParams{}, "c")
+	rec, sum, err := Start(context.Background(), e.js, e.streams, SafesSource(e.client), e.plan("run-twice", scope.Filter{}), jobs.RunParams{}, "c")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,16 +226,16 @@ func TestStartTwice(t *testing.T) {
 	if _, err := Finish(context.Background(), e.streams.Runs, "run-twice"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := Start(context.Background(), e.js, e.streams, e.client, e.plan("run-twice", scope.Filter{}), jobs.RunParams{}, "d"); !errors.Is(err, ErrRunFinished) {
+	if _, _, err := Start(context.Background(), e.js, e.streams, SafesSource(e.client), e.plan("run-twice", scope.Filter{}), jobs.RunParams{}, "d"); !errors.Is(err, ErrRunFinished) {
 		t.Fatalf("err %v, want ErrRunFinished", err)
 	}
 	// Other parameters under an existing id are refused.
 	p := e.plan("run-other", scope.Filter{})
-	if _, _, err := Start(context.Background(), e.js, e.streams, e.client, p, jobs.RunParams{}, "e"); err != nil {
+	if _, _, err := Start(context.Background(), e.js, e.streams, SafesSource(e.client), p, jobs.RunParams{}, "e"); err != nil {
 		t.Fatal(err)
 	}
 	p.Permissions = pam.Perms(pam.ListAccounts)
-	if _, _, err := Start(context.Background(), e.js, e.streams, e.client, p, jobs.RunParams{Permissions: p.Permissions}, "e"); err == nil || !strings.Contains(err.Error(), "other parameters") {
+	if _, _, err := Start(context.Background(), e.js, e.streams, SafesSource(e.client), p, jobs.RunParams{Permissions: p.Permissions}, "e"); err == nil || !strings.Contains(err.Error(), "other parameters") {
 		t.Fatalf("err %v, want other parameters", err)
 	}
 }

@@ -20,6 +20,14 @@ var ErrRunFinished = errors.New("run already finished")
 // most of the lease's lifetime).
 var ErrLeaseLost = errors.New("planner lease lost")
 
+// Source publishes the jobs (and skipped results) of a run to sink.
+type Source func(ctx context.Context, p Plan, sink Sink) (Summary, error)
+
+// SafesSource plans from the PVWA's Safe list: Publish.
+func SafesSource(safes Lister) Source {
+	return func(ctx context.Context, p Plan, sink Sink) (Summary, error) { return Publish(ctx, p, safes, sink) }
+}
+
 // LeaseTTL is how long a planner's lease on its run outlives the planner's
 // last renewal.
 const LeaseTTL = 30 * time.Second
@@ -35,7 +43,7 @@ const recordEvery = 2000
 //
 // On error the run record gets state failed, unless the error is that
 // another planner holds the lease.
-func Start(ctx context.Context, js jetstream.JetStream, st *jobs.Streams, safes Lister, p Plan, params jobs.RunParams, holder string) (jobs.Run, Summary, error) {
+func Start(ctx context.Context, js jetstream.JetStream, st *jobs.Streams, src Source, p Plan, params jobs.RunParams, holder string) (jobs.Run, Summary, error) {
 	runs := st.Runs
 	rec := jobs.Run{V: jobs.Version, ID: p.Run, Mode: p.Mode, State: jobs.RunPlanning, Params: params, Started: time.Now().UTC()}
 	err := runs.Create(ctx, rec)
@@ -92,7 +100,7 @@ func Start(ctx context.Context, js jetstream.JetStream, st *jobs.Streams, safes 
 		}
 	}
 
-	sum, err := Publish(pctx, p, safes, NATSSink{Publisher: jobs.NewPublisher(js, p.Logger, jobs.PublisherOptions{}), JS: js})
+	sum, err := src(pctx, p, NATSSink{Publisher: jobs.NewPublisher(js, p.Logger, jobs.PublisherOptions{}), JS: js})
 	if err != nil {
 		if cause := context.Cause(pctx); errors.Is(cause, ErrLeaseLost) {
 			err = fmt.Errorf("%w: %w", cause, err)

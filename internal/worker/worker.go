@@ -55,7 +55,9 @@ type Config struct {
 	Observer Observer
 }
 
-// Observer is told what happens to jobs; the metrics implement it.
+// Observer is told what happens to jobs; the metrics implement it. Every
+// JobStarted is followed by exactly one JobFinished or JobRetried (the job
+// was handed back to JetStream).
 type Observer interface {
 	JobStarted()
 	JobFinished(status jobs.Status, d time.Duration)
@@ -212,6 +214,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		// Shutdown cut the job short: hand it back at once, untouched
 		// deliveries aside.
 		log.Info().Msg("handing back job cut short by shutdown")
+		w.cfg.Observer.JobRetried(meta.NumDelivered)
 		_ = msg.Nak()
 		return
 	case meta.NumDelivered >= uint64(w.cfg.MaxDeliver):
@@ -232,6 +235,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		// Without its result the job is not done: hand it back. The retry
 		// re-reads the member, so nothing is written twice.
 		log.Error().Err(err).Msg("publishing result failed; job handed back")
+		w.cfg.Observer.JobRetried(meta.NumDelivered)
 		_ = msg.NakWithDelay(w.cfg.Retry.Redeliver(meta.NumDelivered, err))
 		return
 	}
