@@ -1,0 +1,78 @@
+// Package watch follows a run to its end and shows its progress: a
+// progress bar on a terminal, plain lines or JSON lines otherwise, and the
+// end-of-run Summary and "planner status" table.
+//
+// Watch reads the run's results with jobs.Follow from the first one on
+// and counts them with a jobs.Tally, so joining a run midway (or after it
+// ended) shows its true totals; it reads the run record every Poll for the
+// expected count. A run is complete when its planning is done and a result
+// arrived for every expected Safe (jobs.Run.Expected). While the planner is
+// still publishing, the total shown is the Safes planned so far, marked
+// provisional with a "+" ("1234/5000+").
+//
+// The rate is computed from the results' own time stamps over the last 30
+// seconds (or since the run started, if later), so a joining watcher does
+// not mistake the replay of earlier results for speed; ETA is the
+// remaining Safes at that rate, unknown ("-", null) while planning.
+//
+// # Views
+//
+// Bar (ViewBar, or ViewAuto on a terminal):
+//
+//	run 20261123T094512Z-3f9a2c 1234/5000 [=====>------] 24.7% 310.2 Safes/s ETA 12s | applied 800 unchanged 432 failed 2
+//
+// with each failed or conflict Safe printed above the bar as it arrives:
+//
+//	failed "Linux Root": MAX_DELIVERIES: gave up after 8 deliveries; job moved to SAFEPERM_DLQ
+//
+// The bar is github.com/vbauerster/mpb/v8: actively maintained, no cgo,
+// small dependencies (ewma, go-runewidth), renders from its own goroutine
+// so updates never block Watch, supports custom decorators (our own rate,
+// provisional total and counts) and, unlike schollz/progressbar, prints
+// lines above a running bar safely from any goroutine (Progress.Write),
+// which is what failure lines need. Terminal detection uses
+// golang.org/x/term.
+//
+// Plain (ViewPlain, or ViewAuto when Out is not a terminal), one line
+// every Interval, one per failure, and a final one:
+//
+//	run 20261123T094512Z-3f9a2c: 1234/5000 (24.7%) 310.2 Safes/s ETA 12s | applied 800 unchanged 432 failed 2
+//	run 20261123T094512Z-3f9a2c: failed "Linux Root": MAX_DELIVERIES: gave up after 8 deliveries
+//	run 20261123T094512Z-3f9a2c: 1234/5000+ (24.7%, planning) 310.2 Safes/s ETA - | applied 800
+//	run 20261123T094512Z-3f9a2c: done 5000/5000 (100.0%) in 2m3s | applied 4000 unchanged 998 failed 2
+//	run 20261123T094512Z-3f9a2c: stopped at 1234/5000 (24.7%): <error> | applied 800
+//
+// Only non-zero counts are listed, in the order of jobs.AllStatuses.
+//
+// JSON (ViewJSON): one object per line every Interval, and a final one
+// with "final":true. Field names are stable:
+//
+//	{"run":"20261123T094512Z-3f9a2c","mode":"apply","state":"running",
+//	 "planned":4988,"done":1234,"expected":5000,"total":5000,"planningDone":true,
+//	 "counts":{"applied":800,"conflict":0,"drift":0,"failed":2,"skipped":12,"unchanged":420},
+//	 "rate":310.2,"etaSeconds":12,"time":"2026-11-23T09:46:03.12Z",
+//	 "final":false,"complete":false}
+//
+//	field         meaning
+//	run, mode     run id and mode
+//	state         run state from the run record (planning, running, done, failed, canceled)
+//	planned       jobs planned so far (Run.Planned; excludes skipped Safes)
+//	done          Safes with a result
+//	expected      Run.Expected(): published jobs + skipped results; final once planningDone
+//	total         the denominator the other views show: expected once planningDone,
+//	              else the Safes planned so far (at least done)
+//	planningDone  whether expected is final
+//	counts        Safes by status; all six statuses always present
+//	rate          Safes per second (one decimal)
+//	etaSeconds    seconds to completion, null when unknown (planning, no rate yet)
+//	time          when the line was written (RFC 3339, UTC)
+//	final         true on the last line only
+//	complete      on the final line: every expected result arrived
+//	error         on the final line: why Watch stopped early (absent on success)
+//
+// Failures are not written in the JSON view; the report has them.
+//
+// Safe names and messages come from the vault and workers, so every view
+// quotes names (strconv.Quote) and replaces control characters in messages:
+// nothing a Safe is called can move the cursor or recolour a terminal.
+package watch

@@ -1,0 +1,186 @@
+package watch_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/watch"
+)
+
+// checkFor calls fn every poll until it returns nil or wait has passed,
+// then fails the test with fn's last error.
+func checkFor(t testing.TB, wait, poll time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %s: %v", wait, err)
+		}
+		time.Sleep(poll)
+	}
+}
+
+// testCtx returns a context that ends with the test or after d.
+func testCtx(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// env is an embedded server with safeperm's streams set up.
+type env struct {
+	js      jetstream.JetStream
+	streams *jobs.Streams
+}
+
+// startEnv starts an in-process embedded server (file storage in a temp
+// dir), connects and runs jobs.Setup. Torn down with the test.
+func startEnv(t testing.TB) *env {
+	t.Helper()
+	ctx := testCtx(t, 20*time.Second)
+	srv, err := natsembed.Start(ctx, natsembed.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := jobs.Connect(ctx, jobs.ConnectOptions{InProcess: srv, Name: "watch-test"})
+	if err != nil {
+		srv.Shutdown()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		nc.Close()
+		srv.Shutdown()
+	})
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams, err := jobs.Setup(ctx, js, jobs.DefaultConfig())
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	return &env{js: js, streams: streams}
+}
+
+var testPerms = pam.Perms(pam.ListAccounts, pam.UnlockAccounts)
+
+// createRun stores a run record for id.
+func (e *env) createRun(t testing.TB, run jobs.Run) {
+	t.Helper()
+	if run.Params.Member.Name == "" {
+		run.Params.Member = jobs.MemberRef{Name: "PSMAppUsers", Type: "Group"}
+		run.Params.Permissions = testPerms
+	}
+	if err := e.streams.Runs.Create(testCtx(t, 5*time.Second), run); err != nil {
+		t.Fatalf("create run: %v", err)
+	}
+}
+
+// update changes the run record.
+func (e *env) update(t testing.TB, id string, fn func(*jobs.Run)) {
+	t.Helper()
+	if _, err := e.streams.Runs.Update(testCtx(t, 5*time.Second), id, func(r *jobs.Run) error { fn(r); return nil }); err != nil {
+		t.Fatalf("update run: %v", err)
+	}
+}
+
+// res is a result to publish.
+type res struct {
+	safe   string
+	status jobs.Status
+}
+
+// publish publishes one result per res for run.
+func (e *env) publish(t testing.TB, run string, mode jobs.Mode, rs ...res) {
+	t.Helper()
+	ctx := testCtx(t, 10*time.Second)
+	for _, x := range rs {
+		r := jobs.Result{
+			V: jobs.Version, Run: run, Mode: mode, Safe: jobs.SafeRef{URLID: x.safe, Name: x.safe},
+			Member: "PSMAppUsers", Status: x.status, Attempts: 1, Worker: "test", Time: time.Now().UTC(),
+		}
+		switch x.status {
+		case jobs.StatusApplied:
+			r.After = &jobs.MemberState{Permissions: testPerms}
+		case jobs.StatusDrift:
+			r.Before = &jobs.MemberState{Permissions: pam.Perms(pam.ListAccounts)}
+			r.Missing = pam.Perms(pam.UnlockAccounts)
+		case jobs.StatusFailed, jobs.StatusConflict:
+			r.ErrorCode, r.Error = "PASWS013E", "member changed\x1b[31m under us"
+		case jobs.StatusSkipped:
+			r.Reason = "internal Safe"
+		}
+		if _, err := jobs.PublishResult(ctx, e.js, r); err != nil {
+			t.Fatalf("publish result: %v", err)
+		}
+	}
+}
+
+// many returns n results named "<prefix> NNN" with status st.
+func many(prefix string, n int, st jobs.Status) []res {
+	out := make([]res, n)
+	for i := range out {
+		out[i] = res{fmt.Sprintf("%s %03d", prefix, i), st}
+	}
+	return out
+}
+
+// opts returns fast Options for tests.
+func (e *env) opts(out *syncBuffer, mode watch.ViewMode) watch.Options {
+	o := watch.Options{Mode: mode, Runs: e.streams.Runs, Poll: 20 * time.Millisecond,
+		Interval: 50 * time.Millisecond, WaitForRun: -1, Logger: zerolog.Nop()}
+	if out != nil {
+		o.Out = out
+	}
+	return o
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a view.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// watchAsync runs Watch in the background; wait returns its results.
+func watchAsync(ctx context.Context, js jetstream.JetStream, id string, o watch.Options) (wait func() (watch.Outcome, error)) {
+	type ret struct {
+		o   watch.Outcome
+		err error
+	}
+	ch := make(chan ret, 1)
+	go func() {
+		o, err := watch.Watch(ctx, js, id, o)
+		ch <- ret{o, err}
+	}()
+	return func() (watch.Outcome, error) {
+		r := <-ch
+		return r.o, r.err
+	}
+}

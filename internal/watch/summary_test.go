@@ -1,0 +1,177 @@
+package watch_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/watch"
+)
+
+func failure(name string) jobs.Result {
+	return jobs.Result{Safe: jobs.SafeRef{Name: name}, Status: jobs.StatusFailed, ErrorCode: "MAX_DELIVERIES", Error: "gave up\nafter 8"}
+}
+
+func TestSummary(t *testing.T) {
+	t.Parallel()
+	var manyFailures []jobs.Result
+	for i := range watch.SummaryMaxListed + 5 {
+		manyFailures = append(manyFailures, failure(fmt.Sprintf("Safe %02d", i)))
+	}
+	drift := jobs.Result{Safe: jobs.SafeRef{Name: "Drifty"}, Status: jobs.StatusDrift, Missing: pam.Perms(pam.UnlockAccounts, pam.ListAccounts)}
+	run := jobs.Run{ID: "r1", Mode: jobs.ModeApply, State: jobs.RunRunning, Published: 10, PlanningDone: true}
+	check := run
+	check.Mode = jobs.ModeCheck
+	failed := run
+	failed.State, failed.Error, failed.PlanningDone = jobs.RunFailed, "PVWA unreachable", false
+
+	tests := []struct {
+		name    string
+		o       watch.Outcome
+		want    []string
+		notWant []string
+	}{
+		{
+			name:    "all applied",
+			o:       watch.Outcome{Run: run, Done: 10, Complete: true, Took: 83 * time.Second, Counts: map[jobs.Status]int{jobs.StatusApplied: 10}},
+			want:    []string{"run r1 (apply): 10/10 Safes, done in 1m23s\n", "  applied 10, unchanged 0, drift 0, skipped 0, failed 0, conflict 0\n"},
+			notWant: []string{"failed or conflict", "drift ("},
+		},
+		{
+			name: "failures capped with the true total",
+			o: watch.Outcome{Run: run, Done: 40, Complete: true, Counts: map[jobs.Status]int{jobs.StatusFailed: 40},
+				Failures: manyFailures},
+			want: []string{"failed or conflict (40):\n", `  failed "Safe 00": MAX_DELIVERIES: gave up after 8` + "\n",
+				fmt.Sprintf("  ... and %d more (see the report)\n", 40-watch.SummaryMaxListed)},
+			notWant: []string{fmt.Sprintf(`"Safe %02d"`, watch.SummaryMaxListed)},
+		},
+		{
+			name: "check lists drift",
+			o:    watch.Outcome{Run: check, Done: 10, Complete: true, Counts: map[jobs.Status]int{jobs.StatusDrift: 1, jobs.StatusUnchanged: 9}, Drift: []jobs.Result{drift}},
+			want: []string{"run r1 (check)", "drift (1):\n", `  "Drifty": missing listAccounts unlockAccounts` + "\n"},
+		},
+		{
+			name: "incomplete failed run",
+			o:    watch.Outcome{Run: failed, Done: 3, Counts: map[jobs.Status]int{jobs.StatusApplied: 3}, Took: 4 * time.Second},
+			want: []string{"run r1 (apply): 3/10+ Safes, incomplete after 4s, run failed: PVWA unreachable\n"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			watch.Summary(&buf, tt.o)
+			for _, w := range tt.want {
+				if !strings.Contains(buf.String(), w) {
+					t.Errorf("summary lacks %q:\n%s", w, buf.String())
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(buf.String(), w) {
+					t.Errorf("summary has %q:\n%s", w, buf.String())
+				}
+			}
+		})
+	}
+}
+
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 23, 9, 45, 12, 0, time.UTC)
+	runs := []jobs.Run{
+		{ID: "old", Mode: jobs.ModeApply, State: jobs.RunDone, Started: t0, Published: 100, Skipped: 2, PlanningDone: true},
+		{ID: "new", Mode: jobs.ModeCheck, State: jobs.RunPlanning, Started: t0.Add(time.Hour), Planned: 50, Published: 40},
+		{ID: "broken", Mode: jobs.ModeApply, State: jobs.RunFailed, Started: t0.Add(30 * time.Minute), Error: "PVWA\tdown"},
+	}
+	counts := map[string]map[jobs.Status]int{
+		"old": {jobs.StatusApplied: 99, jobs.StatusFailed: 1, jobs.StatusConflict: 1, jobs.StatusSkipped: 1},
+		"new": {jobs.StatusDrift: 7},
+	}
+	count := func(id string) (map[jobs.Status]int, error) {
+		if c, ok := counts[id]; ok {
+			return c, nil
+		}
+		return nil, errors.New("stream unavailable")
+	}
+	tests := []struct {
+		name  string
+		count watch.CountFunc
+		want  []string // lines, spaces collapsed
+		err   bool
+	}{
+		{"with counts", count, []string{
+			"RUN MODE STATE STARTED PLANNED DONE FAILED ERROR",
+			"new check planning 2026-11-23 10:45:12Z 40+ 7 0",
+			"broken apply failed 2026-11-23 10:15:12Z 0+ ? ? PVWA down",
+			"old apply done 2026-11-23 09:45:12Z 102 102 2",
+		}, true},
+		{"without counts", nil, []string{
+			"RUN MODE STATE STARTED PLANNED DONE FAILED ERROR",
+			"new check planning 2026-11-23 10:45:12Z 40+ ? ?",
+			"broken apply failed 2026-11-23 10:15:12Z 0+ ? ? PVWA down",
+			"old apply done 2026-11-23 09:45:12Z 102 ? ?",
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			err := watch.Status(&buf, runs, tt.count)
+			if (err != nil) != tt.err {
+				t.Errorf("error = %v, want error %v", err, tt.err)
+			}
+			lines := strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
+			if len(lines) != len(tt.want) {
+				t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(tt.want), buf.String())
+			}
+			col := strings.Index(lines[0], "MODE")
+			for i, l := range lines {
+				if got := strings.Join(strings.Fields(l), " "); got != tt.want[i] {
+					t.Errorf("line %d = %q, want %q", i, got, tt.want[i])
+				}
+				if i > 0 && (len(l) <= col || l[col-1] != ' ' || l[col] == ' ') {
+					t.Errorf("line %d not aligned with the MODE column: %q", i, l)
+				}
+			}
+		})
+	}
+
+	var buf bytes.Buffer
+	if err := watch.StatusJSON(&buf, watch.Recent(runs, 2), count); err == nil || !strings.Contains(err.Error(), "run broken") {
+		t.Fatalf("StatusJSON error = %v, want the count error of run broken", err)
+	}
+	var got []watch.RunStatus
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != "new" || got[1].ID != "broken" || got[0].Done != 7 || got[1].Error != "PVWA\tdown" || got[1].CountsError != "stream unavailable" {
+		t.Errorf("StatusJSON of the 2 most recent = %+v", got)
+	}
+}
+
+func TestStreamCounts(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	e.publish(t, "r1", jobs.ModeApply, append(many("ok", 3, jobs.StatusApplied), res{"bad", jobs.StatusFailed})...)
+	e.publish(t, "r2", jobs.ModeCheck, res{"x", jobs.StatusDrift})
+	count := watch.StreamCounts(testCtx(t, 5*time.Second), e.js)
+	tests := []struct {
+		run  string
+		want map[jobs.Status]int
+	}{
+		{"r1", map[jobs.Status]int{jobs.StatusApplied: 3, jobs.StatusFailed: 1}},
+		{"r2", map[jobs.Status]int{jobs.StatusDrift: 1}},
+		{"r3", map[jobs.Status]int{}},
+	}
+	for _, tt := range tests {
+		got, err := count(tt.run)
+		if err != nil || !maps.Equal(got, tt.want) {
+			t.Errorf("counts of %s = %v, %v; want %v", tt.run, got, err, tt.want)
+		}
+	}
+}
