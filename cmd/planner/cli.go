@@ -22,7 +22,11 @@ by a SAFEPERM_* variable (--nats-url: SAFEPERM_NATS_URL).
 
 // subcommands maps a name to its entry point. Each lives in its own file.
 var subcommands = map[string]func(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error{
-	"run": runCmd,
+	"run":      runCmd,
+	"watch":    watchCmd,
+	"status":   statusCmd,
+	"report":   reportCmd,
+	"rollback": rollbackCmd,
 }
 
 func run(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {

@@ -32,6 +32,11 @@ type runConfig struct {
 	Workers     int
 	Concurrency int
 	Rate        float64
+	// EmbeddedListen makes the embedded server accept TCP clients too.
+	EmbeddedListen string
+	JSON           bool
+	// rollbackOf is, for planner rollback, the run to undo.
+	rollbackOf string
 }
 
 // defaultExcludeFile is read when present and --exclude is not given, as
@@ -40,9 +45,7 @@ const defaultExcludeFile = "excludedSafes.txt"
 
 func newRunFlags(cfg *runConfig, out io.Writer) *cliconf.FlagSet {
 	fs := cliconf.NewFlagSet("planner run", "planner run --pvwa-url URL --user NAME [--nats-url URL] [flags]", out)
-	cfg.PVWA.Register(fs)
-	cfg.NATS.Register(fs, "empty = run an embedded server (storing under --data-dir) with --workers in-process workers")
-	cfg.Log.Register(fs)
+	registerExec(fs, cfg)
 	fs.StringVar(&cfg.Mode, "mode", "apply", "apply: grant what is missing; check: report drift, write nothing (exit 3 on drift)")
 	fs.StringVar(&cfg.Member, "member", "PSMAppUsers", "the Safe member to ensure")
 	fs.StringVar(&cfg.MemberType, "member-type", "Group", "its type: User|Group|Role")
@@ -51,14 +54,24 @@ func newRunFlags(cfg *runConfig, out io.Writer) *cliconf.FlagSet {
 	fs.StringVar(&cfg.Include, "include", "", "file of Safe names to change, one per line (default: every Safe)")
 	fs.StringVar(&cfg.Exclude, "exclude", "", "file of Safe names never to change (default: "+defaultExcludeFile+" when present)")
 	fs.Var(&cfg.CPM, "cpm", "CPM user names whose Safes are internal, besides those found in managingCPM (repeatable, comma-separated)")
+	return fs
+}
+
+// registerExec defines the flags of every command that runs jobs (run and
+// rollback): PVWA, NATS, logging, workers, report and watch.
+func registerExec(fs *cliconf.FlagSet, cfg *runConfig) {
+	cfg.PVWA.Register(fs)
+	cfg.NATS.Register(fs, "empty = run an embedded server (storing under --data-dir) with --workers in-process workers")
+	cfg.Log.Register(fs)
 	fs.StringVar(&cfg.Report, "report", "", "write a per-Safe report to this file: .csv or .jsonl")
 	fs.Var(&cfg.Watch, "watch", "follow the run to its end and print a summary (default: on with the embedded server, off otherwise)")
 	fs.StringVar(&cfg.RunID, "run-id", "", "run id (default: generated); re-running with the same id re-publishes nothing twice")
 	fs.StringVar(&cfg.DataDir, "data-dir", "safeperm-data", "embedded server's storage directory")
 	fs.IntVar(&cfg.Workers, "workers", 2, "in-process workers with the embedded server")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 8, "jobs at once per in-process worker")
-	fs.Float64Var(&cfg.Rate, "rate", 20, "PVWA requests per second for each in-process worker (0 = unlimited)")
-	return fs
+	fs.Float64Var(&cfg.Rate, "rate", 100, "PVWA requests per second for the whole run, shared by all its workers (0 = unlimited)")
+	fs.StringVar(&cfg.EmbeddedListen, "embedded-listen", "", "also serve the embedded NATS server on this TCP address (e.g. 127.0.0.1:4222) so planner watch can follow from another terminal")
+	fs.BoolVar(&cfg.JSON, "json", false, "progress as JSON lines (for machines) instead of a progress bar or plain lines")
 }
 
 func runCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {

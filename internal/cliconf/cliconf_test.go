@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -237,5 +238,32 @@ func TestLogger(t *testing.T) {
 	}
 	if _, err := (&Log{Level: "info", Format: "xml"}).Logger(&buf); err == nil {
 		t.Error("bad format accepted")
+	}
+}
+
+func TestParseInterspersed(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantPos  []string
+		wantJSON bool
+		wantURL  string
+	}{
+		{[]string{"RUN", "--json", "--nats-url", "nats://x:4222"}, []string{"RUN"}, true, "nats://x:4222"},
+		{[]string{"--json", "RUN"}, []string{"RUN"}, true, ""},
+		{[]string{"--nats-url=nats://y:1", "RUN", "EXTRA"}, []string{"RUN", "EXTRA"}, false, "nats://y:1"},
+		{[]string{"--", "--json"}, []string{"--json"}, false, ""},
+	}
+	for _, tc := range tests {
+		fs := NewFlagSet("t", "t", io.Discard)
+		var js bool
+		var u string
+		fs.BoolVar(&js, "json", false, "")
+		fs.StringVar(&u, "nats-url", "", "")
+		if err := fs.Parse(tc.args, nil); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if js != tc.wantJSON || u != tc.wantURL || strings.Join(fs.Args(), " ") != strings.Join(tc.wantPos, " ") {
+			t.Errorf("%v: json %v url %q args %v", tc.args, js, u, fs.Args())
+		}
 	}
 }

@@ -119,13 +119,51 @@ func (fs *FlagSet) Parse(args []string, getenv Getenv) error {
 			return &UsageError{Err: errors.Join(errs...)}
 		}
 	}
-	if err := fs.FlagSet.Parse(args); err != nil {
+	if err := fs.FlagSet.Parse(fs.flagsFirst(args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return &UsageError{Err: err}
 	}
 	return nil
+}
+
+// flagsFirst moves the positional arguments after the flags, so that
+// "planner watch RUN --json" works like "planner watch --json RUN". A flag
+// that takes a value keeps the argument after it; "--" ends the flags.
+func (fs *FlagSet) flagsFirst(args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			pos = append(pos, args[i+1:]...)
+			return append(append(flags, "--"), pos...)
+		case len(a) < 2 || a[0] != '-':
+			pos = append(pos, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue // Parse reports it
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		if i+1 < len(args) {
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	if len(pos) == 0 {
+		return flags
+	}
+	return append(append(flags, "--"), pos...)
 }
 
 // StringList is a flag that may be repeated and also accepts comma-separated

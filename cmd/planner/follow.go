@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/safeperm/safeperm/internal/cliconf"
+	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/planner"
+	"github.com/safeperm/safeperm/internal/report"
+	"github.com/safeperm/safeperm/internal/watch"
+)
+
+// readConfig is the configuration of the commands that only read NATS:
+// watch, status and report.
+type readConfig struct {
+	NATS    cliconf.NATS
+	Log     cliconf.Log
+	DataDir string
+	JSON    bool
+	Format  string
+	Limit   int
+}
+
+func newReadFlags(cfg *readConfig, name, synopsis string, out io.Writer) *cliconf.FlagSet {
+	fs := cliconf.NewFlagSet(name, synopsis, out)
+	cfg.NATS.Register(fs, "empty = open the embedded server's --data-dir (only while no planner is using it)")
+	cfg.Log.Register(fs)
+	fs.StringVar(&cfg.DataDir, "data-dir", "safeperm-data", "embedded server's storage directory")
+	return fs
+}
+
+// parseRead parses the flags and wants exactly nargs arguments.
+func parseRead(fs *cliconf.FlagSet, args []string, getenv cliconf.Getenv, nargs int, what string) ([]string, error) {
+	if err := fs.Parse(args, getenv); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != nargs {
+		if nargs == 0 {
+			return nil, cliconf.Usagef("unexpected arguments: %v", fs.Args())
+		}
+		return nil, cliconf.Usagef("want %s", what)
+	}
+	for _, a := range fs.Args() {
+		if err := jobs.CheckRunID(a); err != nil {
+			return nil, &cliconf.UsageError{Err: err}
+		}
+	}
+	return fs.Args(), nil
+}
+
+// openRead resolves the NATS flags and connects.
+func (cfg *readConfig) open(ctx context.Context, getenv cliconf.Getenv, stderr io.Writer) (*natsEnv, error) {
+	ns, err := cfg.NATS.Resolve(getenv)
+	if err != nil {
+		return nil, err
+	}
+	log, err := cfg.Log.Logger(stderr)
+	if err != nil {
+		return nil, &cliconf.UsageError{Err: err}
+	}
+	host, _ := os.Hostname()
+	return openNATS(ctx, ns, embeddedOptions{DataDir: cfg.DataDir}, fmt.Sprintf("safeperm-planner-read %s/%d", host, os.Getpid()), log)
+}
+
+func watchCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {
+	var cfg readConfig
+	fs := newReadFlags(&cfg, "planner watch", "planner watch RUN [--nats-url URL] [--json]", stderr)
+	fs.BoolVar(&cfg.JSON, "json", false, "one JSON object per line every few seconds and at the end, for machines")
+	ids, err := parseRead(fs, args, getenv, 1, "one run id: planner watch RUN")
+	if err != nil {
+		return helpOK(err)
+	}
+	env, err := cfg.open(ctx, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	log, _ := cfg.Log.Logger(stderr)
+	out, err := watch.Watch(ctx, env.js, ids[0], watch.Options{Out: stdout, Mode: viewMode(cfg.JSON), Logger: log, Runs: env.streams.Runs})
+	if err != nil {
+		if errors.Is(err, jobs.ErrRunNotFound) {
+			return &cliconf.ExitError{Code: cliconf.ExitUsage, Err: err}
+		}
+		return err
+	}
+	if out.Run.State == jobs.RunRunning {
+		if _, err := planner.Finish(ctx, env.streams.Runs, ids[0]); err != nil {
+			log.Warn().Err(err).Msg("marking the run done")
+		}
+	}
+	if !cfg.JSON {
+		watch.Summary(stdout, out)
+	}
+	if code := out.ExitCode(); code != cliconf.ExitOK {
+		return &cliconf.ExitError{Code: code}
+	}
+	return nil
+}
+
+func statusCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {
+	var cfg readConfig
+	fs := newReadFlags(&cfg, "planner status", "planner status [--nats-url URL] [--limit N]", stderr)
+	fs.IntVar(&cfg.Limit, "limit", 20, "show the N most recent runs")
+	fs.BoolVar(&cfg.JSON, "json", false, "one JSON object per run")
+	if _, err := parseRead(fs, args, getenv, 0, ""); err != nil {
+		return helpOK(err)
+	}
+	env, err := cfg.open(ctx, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	runs, err := env.streams.Runs.List(ctx)
+	if err != nil {
+		return err
+	}
+	sort.Slice(runs, func(i, j int) bool { return runs[i].Started.After(runs[j].Started) })
+	if cfg.Limit > 0 && len(runs) > cfg.Limit {
+		runs = runs[:cfg.Limit]
+	}
+	count := func(id string) (map[jobs.Status]int, error) { return countResults(ctx, env.streams, id) }
+	if cfg.JSON {
+		return watch.StatusJSON(stdout, runs, count)
+	}
+	return watch.Status(stdout, runs, count)
+}
+
+// countResults counts the results of run by status from the results
+// stream's per-subject totals, without reading the messages.
+func countResults(ctx context.Context, st *jobs.Streams, run string) (map[jobs.Status]int, error) {
+	info, err := st.Results.Info(ctx, jetstream.WithSubjectFilter(jobs.ResultsFilter(run)))
+	if err != nil {
+		return nil, err
+	}
+	out := map[jobs.Status]int{}
+	for subj, n := range info.State.Subjects {
+		st := jobs.Status(subj[strings.LastIndexByte(subj, '.')+1:])
+		out[st] += int(n)
+	}
+	return out, nil
+}
+
+func reportCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {
+	var cfg readConfig
+	fs := newReadFlags(&cfg, "planner report", "planner report RUN [--format csv|json] [--nats-url URL]", stderr)
+	fs.StringVar(&cfg.Format, "format", "csv", "csv, or json (JSON Lines)")
+	ids, err := parseRead(fs, args, getenv, 1, "one run id: planner report RUN")
+	if err != nil {
+		return helpOK(err)
+	}
+	f, err := report.ParseFormat(cfg.Format)
+	if err != nil {
+		return &cliconf.UsageError{Err: fmt.Errorf("--format %q: %w", cfg.Format, err)}
+	}
+	env, err := cfg.open(ctx, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	if _, _, err := env.streams.Runs.Get(ctx, ids[0]); err != nil {
+		return &cliconf.ExitError{Code: cliconf.ExitUsage, Err: err}
+	}
+	w := report.NewWriter(stdout, f)
+	if err := jobs.Replay(ctx, env.js, ids[0], func(r jobs.Result) error { return w.Write(r) }); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+func rollbackCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {
+	var cfg runConfig
+	fs := cliconf.NewFlagSet("planner rollback", "planner rollback RUN --pvwa-url URL --user NAME [--nats-url URL] [flags]", stderr)
+	registerExec(fs, &cfg)
+	if err := fs.Parse(args, getenv); err != nil {
+		return helpOK(err)
+	}
+	if fs.NArg() != 1 {
+		return cliconf.Usagef("want one run id: planner rollback RUN")
+	}
+	cfg.rollbackOf = fs.Arg(0)
+	return planRun(ctx, &cfg, getenv, stdout, stderr)
+}
+
+// helpOK turns -h into success.
+func helpOK(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
