@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
 	"github.com/safeperm/safeperm/internal/cliconf"
 	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/metrics"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/worker"
 )
@@ -45,16 +49,55 @@ func serve(ctx context.Context, cfg *config, getenv cliconf.Getenv, stderr io.Wr
 	id := fmt.Sprintf("%s/%d", host, os.Getpid())
 	log = log.With().Str("worker", id).Logger()
 
+	m := metrics.New(id)
 	pc := pv.PAM()
 	pc.Logger = log
+	pc.Observe = m.ObservePVWA
 	if cfg.Rate > 0 {
-		pc.Limiter = rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/10)))
+		pc.Limiter = m.Limiter(rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/10))))
+		m.SetRateBudget(cfg.Rate)
 	}
 	client, err := pam.New(pc)
 	if err != nil {
 		return &cliconf.UsageError{Err: err}
 	}
 	defer client.CloseIdleConnections()
+
+	// Health and metrics come up first, so a probe can tell "alive but not
+	// ready" while the worker logs on and waits for the streams.
+	var nc *nats.Conn
+	var ncMu sync.Mutex
+	if cfg.MetricsAddr != "" {
+		h := m.Handler(
+			metrics.Check{Name: "nats", Fn: func(context.Context) error {
+				ncMu.Lock()
+				defer ncMu.Unlock()
+				if nc == nil || !nc.IsConnected() {
+					return errors.New("not connected to NATS")
+				}
+				return nil
+			}},
+			metrics.Check{Name: "pvwa", Fn: func(context.Context) error {
+				if !client.LoggedOn() {
+					return errors.New("not logged on to the PVWA")
+				}
+				return nil
+			}},
+		)
+		bound := make(chan net.Addr, 1)
+		go func() {
+			if err := metrics.Serve(ctx, cfg.MetricsAddr, h, log, func(a net.Addr) { bound <- a }); err != nil {
+				log.Error().Err(err).Msg("metrics server")
+				close(bound)
+			}
+		}()
+		if a, ok := <-bound; ok {
+			log.Info().Str("addr", a.String()).Msg("serving /metrics, /healthz and /readyz")
+		} else {
+			return &cliconf.ExitError{Code: cliconf.ExitUsage, Err: fmt.Errorf("--metrics-addr %q: cannot listen", cfg.MetricsAddr)}
+		}
+	}
+
 	if err := worker.Logon(ctx, client, 5, log); err != nil {
 		if errors.Is(err, pam.ErrUnauthorized) || errors.Is(err, pam.ErrPermanent) {
 			return &cliconf.ExitError{Code: cliconf.ExitUsage, Err: err}
@@ -69,10 +112,13 @@ func serve(ctx context.Context, cfg *config, getenv cliconf.Getenv, stderr io.Wr
 		}
 	}()
 
-	nc, err := jobs.Connect(ctx, ns.ConnectOptions("safeperm-worker "+id, log))
+	conn, err := jobs.Connect(ctx, ns.ConnectOptions("safeperm-worker "+id, log))
 	if err != nil {
 		return err
 	}
+	ncMu.Lock()
+	nc = conn
+	ncMu.Unlock()
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -85,7 +131,7 @@ func serve(ctx context.Context, cfg *config, getenv cliconf.Getenv, stderr io.Wr
 		}
 		return err
 	}
-	w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: cfg.Concurrency, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log}, client, js, streams)
+	w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: cfg.Concurrency, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log, Observer: m}, client, js, streams)
 	if err != nil {
 		return err
 	}

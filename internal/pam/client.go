@@ -351,3 +351,12 @@ func encodeQuery(kv ...string) string {
 	// Values.Encode escapes "+" as %2B, so every "+" left is a space.
 	return strings.ReplaceAll(v.Encode(), "+", "%20")
 }
+
+// LoggedOn reports whether the client holds a session (a logon succeeded
+// and the session was not refused since). For readiness probes; it makes
+// no request.
+func (c *Client) LoggedOn() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.token.IsZero()
+}
