@@ -64,6 +64,9 @@ func Connect(ctx context.Context, o ConnectOptions) (*nats.Conn, error) {
 		nats.ReconnectWait(o.ReconnectWait),
 		nats.Timeout(o.ConnectTimeout),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err == nil && nc.IsClosed() {
+				return // our own Close, not an outage
+			}
 			ev := log.Warn()
 			if err != nil {
 				ev = ev.Err(err)

@@ -180,8 +180,36 @@ func result(job jobs.Job, status jobs.Status, before, after *jobs.MemberState) j
 func failed(job jobs.Job, before *jobs.MemberState, err error) jobs.Result {
 	r := result(job, jobs.StatusFailed, before, before)
 	r.ErrorCode = errorCode(err)
-	r.Error = err.Error()
+	r.Error = failureText(err)
 	return r
+}
+
+// failureText says in one line what failed and, for the failures an
+// administrator meets, what it means. The Safe is in the result already, so
+// PVWA answers are shown as method, status, code and message.
+func failureText(err error) string {
+	var ae *pam.APIError
+	if !errors.As(err, &ae) {
+		return err.Error()
+	}
+	what := ae.Method + " member: HTTP " + fmt.Sprint(ae.Status)
+	if ae.Code != "" {
+		what += " " + ae.Code
+	}
+	if ae.Message != "" {
+		what += ": " + ae.Message
+	}
+	switch {
+	case errors.Is(err, pam.ErrSafeNotFound):
+		return what + " (the Safe was deleted, or the API user is no longer a member)"
+	case errors.Is(err, pam.ErrUnknownPrincipal):
+		return what + " (the vault does not know this member name, or its type differs)"
+	case errors.Is(err, pam.ErrForbidden):
+		return what + " (the API user lacks View or Manage Safe Members on this Safe)"
+	case errors.Is(err, pam.ErrBadRequest):
+		return what + " (the PVWA rejected the request)"
+	}
+	return what
 }
 
 // errorCode is the PVWA ErrorCode of err, or a stable code of our own.
