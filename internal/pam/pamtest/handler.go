@@ -669,13 +669,12 @@ func (c *call) getSafe() {
 
 // memberFilter is the parsed filter of GET members.
 type memberFilter struct {
-	typ              string // "" = any
-	expired          *bool
-	includePredef    bool
-	search           string // lower-cased
-	offset, limit    int
-	echo             string // query to repeat in nextLink
-	includePredefSet bool
+	typ           string // "" = any
+	expired       *bool
+	includePredef bool
+	search        string // lower-cased
+	offset, limit int
+	echo          string // query to repeat in nextLink
 }
 
 func parseBool(s string) (bool, bool) {
