@@ -21,6 +21,7 @@ import (
 	"github.com/safeperm/safeperm/internal/planner"
 	"github.com/safeperm/safeperm/internal/report"
 	"github.com/safeperm/safeperm/internal/scope"
+	"github.com/safeperm/safeperm/internal/throttle"
 	"github.com/safeperm/safeperm/internal/watch"
 	"github.com/safeperm/safeperm/internal/worker"
 )
@@ -166,9 +167,13 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 	// session, one connection pool, one rate budget.
 	pc := s.pvwa.PAM()
 	pc.Logger = log
-	if cfg.Rate > 0 {
-		pc.Limiter = rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/10)))
+	// Requests wait on the run's rate, then on a slot of the adaptive
+	// concurrency limit (backs off on 429, 5xx, rising latency).
+	var lim throttle.Limiter
+	if cfg.Rate > 0 && s.nats.Embedded() {
+		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/10)))
 	}
+	pc.WrapTransport = throttle.NewAdaptive(throttle.AdaptiveOptions{Limiter: lim, Logger: log}).Wrap
 	client, err := pam.New(pc)
 	if err != nil {
 		return &cliconf.UsageError{Err: err}
@@ -190,6 +195,14 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 		return err
 	}
 	defer env.Close()
+	if !s.nats.Embedded() {
+		// The run's --rate is the total for all workers, wherever they run:
+		// they share it through the budget bucket.
+		if err := throttle.SetTotal(ctx, env.js, throttle.DefaultBudgetName, cfg.Rate); err != nil {
+			return fmt.Errorf("set the workers' PVWA rate budget: %w", err)
+		}
+		log.Info().Float64("rate", cfg.Rate).Msg("PVWA rate budget for all workers set")
+	}
 
 	// In-process workers with the embedded server.
 	var wg sync.WaitGroup

@@ -18,6 +18,7 @@ import (
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/metrics"
 	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/throttle"
 	"github.com/safeperm/safeperm/internal/worker"
 )
 
@@ -53,10 +54,18 @@ func serve(ctx context.Context, cfg *config, getenv cliconf.Getenv, stderr io.Wr
 	pc := pv.PAM()
 	pc.Logger = log
 	pc.Observe = m.ObservePVWA
+	// Every request waits on the run's global budget (shared over NATS,
+	// joined below) and on this worker's own --rate cap, then on a slot of
+	// the adaptive concurrency limit, which backs off on 429, 5xx and rising
+	// latency and honours Retry-After.
+	var limits throttle.Chain
 	if cfg.Rate > 0 {
-		pc.Limiter = m.Limiter(rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/10))))
-		m.SetRateBudget(cfg.Rate)
+		limits.Add(rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/10))))
 	}
+	adaptive := throttle.NewAdaptive(throttle.AdaptiveOptions{
+		Limiter: m.Limiter(&limits), OnLimit: m.SetConcurrencyLimit, OnThrottle: m.Throttled, Logger: log,
+	})
+	pc.WrapTransport = adaptive.Wrap
 	client, err := pam.New(pc)
 	if err != nil {
 		return &cliconf.UsageError{Err: err}
@@ -131,6 +140,22 @@ func serve(ctx context.Context, cfg *config, getenv cliconf.Getenv, stderr io.Wr
 		}
 		return err
 	}
+	budget, err := throttle.JoinBudget(ctx, js, throttle.BudgetOptions{
+		Name: throttle.DefaultBudgetName, WorkerID: id, Replicas: ns.Replicas, Logger: log,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("join the PVWA rate budget: %w", err)
+	}
+	defer func() {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = budget.Close(bctx)
+	}()
+	limits.Add(budget)
+	m.SetRateBudget(budget.Share())
 	w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: cfg.Concurrency, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log, Observer: m}, client, js, streams)
 	if err != nil {
 		return err

@@ -227,8 +227,22 @@ func (t *adaptiveTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	}
 	sent := a.o.Now()
 	resp, err := t.next.RoundTrip(req)
-	a.after(ctx, sent, resp, err)
+	a.after(ctx, sent, resp, err, latencySample(req))
 	return resp, err
+}
+
+// latencySample reports whether req's round trip feeds the latency signal.
+// Only reads of the API do: a logon or token request (often answered by
+// another component, much faster or slower) would set a baseline the
+// member requests can never meet, and writes cost more than reads on the
+// PVWA, so mixing them would look like queueing whenever the share of
+// changed Safes rises. Every job reads, so reads are never scarce.
+func latencySample(req *http.Request) bool {
+	if req.Method != http.MethodGet {
+		return false
+	}
+	p := strings.ToLower(req.URL.Path)
+	return !strings.Contains(p, "/auth/") && !strings.Contains(p, "/oauth2/")
 }
 
 // before takes a slot and waits for the pause and the Limiter. On error no
@@ -327,7 +341,7 @@ func (a *Adaptive) release(sent bool) {
 }
 
 // after releases the slot and adapts the limit to what the answer says.
-func (a *Adaptive) after(ctx context.Context, sent time.Time, resp *http.Response, err error) {
+func (a *Adaptive) after(ctx context.Context, sent time.Time, resp *http.Response, err error, sample bool) {
 	now := a.o.Now()
 	rtt := now.Sub(sent)
 	reason := ""
@@ -351,7 +365,7 @@ func (a *Adaptive) after(ctx context.Context, sent time.Time, resp *http.Respons
 	a.mu.Lock()
 	a.held--
 	a.active--
-	if reason == "" {
+	if reason == "" && sample {
 		a.sampleLocked(now, rtt)
 		base := a.baselineLocked()
 		if a.samples >= minLatencySamples && a.srtt > max(time.Duration(a.o.LatencyFactor*float64(base)), base+latencySlack) {
