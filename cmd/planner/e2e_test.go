@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/safeperm/safeperm/internal/cliconf"
 	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/natsembed"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
 )
@@ -265,7 +268,7 @@ func TestRunDrift(t *testing.T) {
 	sort.Strings(wantDrift)
 	srv.ResetStats()
 	rep := filepath.Join(dir, "check.jsonl")
-	code, out, _ := plannerRun(t, srv, data, "run", "--mode", "check", "--report", rep)
+	code, out, _ := plannerRun(t, srv, data, "run", "--mode", "check", "--report", rep, "--run-id", "drift-check")
 	if code != cliconf.ExitDrift {
 		t.Fatalf("check exit %d, want 3\n%s", code, out)
 	}
@@ -286,6 +289,12 @@ func TestRunDrift(t *testing.T) {
 		if !strings.Contains(out, n) {
 			t.Errorf("summary does not name drifting Safe %s:\n%s", n, out)
 		}
+	}
+
+	// The run record in KV carries the final counts for any NATS reader.
+	rec := readRun(t, data, "drift-check")
+	if rec.Done != rec.Expected() || rec.Counts[jobs.StatusDrift] != len(wantDrift) || rec.State != jobs.RunDone {
+		t.Errorf("run record: done %d of %d, counts %v, state %s", rec.Done, rec.Expected(), rec.Counts, rec.State)
 	}
 
 	srv.ResetStats()
@@ -363,4 +372,32 @@ func TestRollback(t *testing.T) {
 		t.Errorf("output: %s", out)
 	}
 	_ = jobs.ModeRollback
+}
+
+// readRun opens the embedded server's data directory and reads a run
+// record.
+func readRun(t *testing.T, dataDir, id string) jobs.Run {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ns, err := natsembed.Start(ctx, natsembed.Options{StoreDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	nc, err := ns.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	runs, err := jobs.OpenRuns(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err := runs.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }

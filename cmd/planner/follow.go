@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -85,7 +86,9 @@ func watchCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout,
 	}
 	defer env.Close()
 	log, _ := cfg.Log.Logger(stderr)
+	stopRecording := recordProgress(ctx, env.streams, ids[0], 2*time.Second)
 	out, err := watch.Watch(ctx, env.js, ids[0], watch.Options{Out: stdout, Mode: viewMode(cfg.JSON), Logger: log, Runs: env.streams.Runs})
+	stopRecording()
 	if err != nil {
 		if errors.Is(err, jobs.ErrRunNotFound) {
 			return &cliconf.ExitError{Code: cliconf.ExitUsage, Err: err}
@@ -196,4 +199,46 @@ func helpOK(err error) error {
 		return nil
 	}
 	return err
+}
+
+// recordProgress copies the run's result counts into its run record every
+// interval until ctx ends, and once more at the end, so that anyone reading
+// the KV bucket (the nats CLI included) sees the progress.
+func recordProgress(ctx context.Context, st *jobs.Streams, run string, interval time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	update := func(ctx context.Context) {
+		counts, err := countResults(ctx, st, run)
+		if err != nil {
+			return
+		}
+		n := 0
+		for _, c := range counts {
+			n += c
+		}
+		_, _ = st.Runs.Update(ctx, run, func(r *jobs.Run) error {
+			r.Done, r.Counts = n, counts
+			return nil
+		})
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				update(fctx)
+				fcancel()
+				return
+			case <-t.C:
+				update(ctx)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

@@ -259,6 +259,8 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 	watchCtx, cancelWatch := context.WithCancel(ctx)
 	defer cancelWatch()
 	if watching {
+		stopRecording := recordProgress(watchCtx, env.streams, s.runID, 2*time.Second)
+		defer stopRecording()
 		// Follow while planning: results flow as soon as the first jobs
 		// are published.
 		watchWG.Add(1)
@@ -289,6 +291,7 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 		return nil
 	}
 	watchWG.Wait()
+	cancelWatch() // records the final counts
 	if watchErr != nil {
 		if ctx.Err() != nil {
 			return &cliconf.ExitError{Code: cliconf.ExitFailed, Err: fmt.Errorf("interrupted: run %s continues with the workers; resume planning with --run-id %s", rec.ID, rec.ID)}

@@ -96,6 +96,12 @@ type Run struct {
 	Ended   time.Time `json:"ended,omitzero"`
 	// Error says why the run failed.
 	Error string `json:"error,omitempty"`
+	// Done and Counts are the Safes with a result, in all and by status, as
+	// last recorded by a process following the run (planner run --watch,
+	// planner watch) every few seconds and at its end. The results stream
+	// is the source of truth; these let a KV reader see progress.
+	Done   int            `json:"done,omitempty"`
+	Counts map[Status]int `json:"counts,omitempty"`
 }
 
 // Expected returns how many results the run will produce: one per published
