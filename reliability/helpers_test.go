@@ -665,50 +665,59 @@ func waitRun(t testing.TB, js jetstream.JetStream, run string, timeout time.Dura
 // deduplicated, unlike Follow) and returns how many there are per Safe key.
 func rawResults(t testing.TB, js jetstream.JetStream, run string) (perSafe map[string]int, total int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Retried from scratch on any error: a cluster may still be electing.
+	checkFor(t, 2*time.Minute, time.Second, func() error {
+		var err error
+		perSafe, total, err = readResults(js, run)
+		return err
+	})
+	return perSafe, total
+}
+
+func readResults(js jetstream.JetStream, run string) (map[string]int, int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := js.Stream(ctx, jobs.ResultsStream)
 	if err != nil {
-		t.Fatal(err)
+		return nil, 0, err
 	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(jobs.ResultsFilter(run)))
 	if err != nil {
-		t.Fatal(err)
+		return nil, 0, err
 	}
 	want := 0
 	for _, n := range info.State.Subjects {
 		want += int(n)
 	}
-	perSafe = map[string]int{}
+	perSafe, total := map[string]int{}, 0
 	if want == 0 {
-		return perSafe, 0
+		return perSafe, 0, nil
 	}
 	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{jobs.ResultsFilter(run)}})
 	if err != nil {
-		t.Fatal(err)
+		return nil, 0, err
 	}
 	for total < want {
 		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			t.Fatal(err)
+			return nil, 0, err
 		}
 		for m := range batch.Messages() {
 			total++
 			r, err := jobs.DecodeResult(m.Data())
 			if err != nil {
-				t.Errorf("result %s does not decode: %v", m.Subject(), err)
-				continue
+				return nil, 0, fmt.Errorf("result %s does not decode: %w", m.Subject(), err)
 			}
 			perSafe[r.Key()]++
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			t.Fatal(err)
+			return nil, 0, err
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d results", total, want)
+			return nil, 0, fmt.Errorf("read %d of %d results", total, want)
 		}
 	}
-	return perSafe, total
+	return perSafe, total, nil
 }
 
 // misattributed counts Safes the run changed whose result does not say
