@@ -25,7 +25,7 @@ func TestPVWAFaults(t *testing.T) {
 		t.Skip("a faulty PVWA for tens of seconds")
 	}
 	t.Parallel()
-	safes, ttl := 1500, "5s"
+	safes, ttl := 1000, "5s"
 	if soak() {
 		safes, ttl = 10_000, "30s"
 	}
