@@ -28,7 +28,9 @@ func TestPermanentFaults(t *testing.T) {
 	ns := startNATS(t, dir, "")
 
 	full := s.find(3, func(in pamtest.SafeInfo) bool { return inScopeDefault(in) && in.Class == pamtest.ClassListOnly })
-	readOnly := s.find(1, func(in pamtest.SafeInfo) bool { return !in.Internal && in.Access == pamtest.AccessReadOnly && in.Class != pamtest.ClassCompliant })
+	readOnly := s.find(1, func(in pamtest.SafeInfo) bool {
+		return !in.Internal && in.Access == pamtest.AccessReadOnly && in.Class != pamtest.ClassCompliant
+	})
 	if len(full) < 3 || len(readOnly) < 1 {
 		t.Fatalf("vault lacks the Safes this test needs: %d full, %d read-only", len(full), len(readOnly))
 	}
