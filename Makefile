@@ -43,6 +43,10 @@ $(BIN)/staticcheck:
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+## reliability: the 10,000-Safe soak of ./reliability (real processes: worker kills, NATS node loss, PVWA faults...); figures on RELIABILITY: lines
+reliability:
+	SAFEPERM_SOAK=1 $(GO) test -race -count=1 -timeout 90m -v -run . ./reliability/ 2>&1 | tee reliability.log | grep -E 'RELIABILITY:|^(---|ok|FAIL|PASS)'; test $${PIPESTATUS[0]} -eq 0
+
 ## tools: nats-server binary (for the cluster configs and manual runs)
 tools: $(BIN)/nats-server
 
