@@ -12,7 +12,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,6 +55,11 @@ func TestMain(m *testing.M) {
 
 func writeMarkdown(path string, took time.Duration) error {
 	figs := rec.Figures()
+	for i, f := range figs {
+		if f.Met != nil && !*f.Met {
+			figs[i].Note = unmetNotes[f.ID]
+		}
+	}
 	if len(figs) == 0 {
 		return fmt.Errorf("no figures recorded: run with -bench .")
 	}
@@ -78,6 +83,34 @@ told the capacity) against pamtest with MaxInFlight C (429 above it) and
 Latency L, so the PVWA's capacity is C/L calls/s. Figure 4 runs bin/planner
 against bin/pvwasim, each its own process. Figure 5 replaces the PVWA with a
 no-op that answers "compliant" at once.`
+
+// unmetNotes explain, from the profiles taken while writing these
+// benchmarks, what an unmet target costs and what would remove it.
+var unmetNotes = map[string]string{
+	"1a": `Not yet profiled end to end. Known costs: each PVWA slot is held for L plus the client's and
+the simulator's own work per call (HTTP, JSON, the limiter), so C/L is an upper bound a real client
+cannot reach (about 0.96 at 0.5-1 ms per call over 20 ms); the limiter probes C+1 every 256 successes
+(ProbeAfter) and each probe costs a round trip at C-1; a job whose call got a 429 waits the retry
+backoff (250 ms) and keeps a worker slot. Before the throttle change in this branch (a failed probe
+steps back one instead of cutting by 0.7) this figure was 0.87; after it 0.91. What would remove the
+rest: a ProbeAfter that grows while probes keep failing, and retrying a 429 at once when the limiter
+has already stepped back.`,
+	"4a": `The planner is another team's code and was not changed here. Take a heap profile of
+bin/planner at 1M Safes (runtime/pprof at the end of planning) to name what grows; note that
+wait4's ru_maxrss overstates a vfork'ed child's peak (it counted the benchmark's own pages and
+showed 96-203 MiB), which is why VmHWM is sampled from /proc instead.`,
+	"4c": `See 4a: the peak is not flat in the number of Safes.`,
+	"5": `CPU profile of this benchmark (go test -bench PipelineOverhead -cpuprofile; 100k jobs, about
+10 s of CPU on 2 cores, i.e. about 100 µs per job): more than half is the embedded nats-server — its
+file store writes three records per job (the job, the result, and the job's removal on ack:
+stream.processJetStreamMsg 19%, consumer.processAck → fileStore.removeMsg 11%, pwrite syscalls 9%),
+plus parsing 7%; the worker's handle is 27% (jobs.PublishResult's request-reply 13%, DecodeJob's
+encoding/json 8%); allocation and GC about 15%. 50,000 jobs/s on 2 cores needs about 40 µs of CPU
+per job in all, less than the server's file store alone spends (about 45 µs). Asynchronous result
+publishing (ack each job when its result's PubAck arrives) would save the client's request-reply
+overhead, not the server's writes; only memory storage for the jobs stream (no durability) or a
+faster machine would reach the target.`,
+}
 
 // simOpts is the vault of figures 1 to 3 with the capacity faults.
 func simOpts() pamtest.Options {
@@ -230,12 +263,20 @@ func BenchmarkPipelineOverhead(b *testing.B) {
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
-		took := time.Since(start)
-		// Every job acked (the work queue is empty) and one result each.
-		jinfo, err := st.streams.Jobs.Info(ctx)
-		if err != nil {
-			b.Fatal(err)
+		// Every job acked: acks are sent without waiting, so poll until
+		// the work queue is empty.
+		var jinfo *jetstream.StreamInfo
+		for {
+			var err error
+			if jinfo, err = st.streams.Jobs.Info(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if jinfo.State.Msgs == 0 || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
 		}
+		took := time.Since(start)
 		rinfo, err := st.streams.Results.Info(ctx)
 		if err != nil {
 			b.Fatal(err)
@@ -272,7 +313,7 @@ type plannerRun struct {
 	safes     int
 	jobs      uint64
 	wall      time.Duration
-	peakRSS   int64 // bytes, from wait4's rusage (VmHWM at exit)
+	peakRSS   int64 // bytes, VmHWM sampled from /proc/<pid>/status
 	skippedOK bool
 }
 
@@ -315,14 +356,38 @@ func runPlannerProcess(b *testing.B, safes int) plannerRun {
 	pl.Env = append(os.Environ(), "SAFEPERM_PASSWORD="+pamtest.DefaultAdminPassword)
 	pl.Stdout, pl.Stderr = &stdout, os.Stderr
 	start := time.Now()
-	if err := pl.Run(); err != nil {
+	if err := pl.Start(); err != nil {
+		b.Fatal(err)
+	}
+	// VmHWM sampled from /proc: wait4's ru_maxrss is no good here, since
+	// a child started with vfork counts the benchmark's own pages.
+	var peak atomic.Int64
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		path := fmt.Sprintf("/proc/%d/status", pl.Process.Pid)
+		for {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return
+			}
+			for _, l := range strings.Split(string(data), "\n") {
+				if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+					var kb int64
+					if _, err := fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb); err == nil && kb*1024 > peak.Load() {
+						peak.Store(kb * 1024)
+					}
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	err = pl.Wait()
+	<-sampled
+	if err != nil {
 		b.Fatalf("planner: %v\n%s", err, stdout.String())
 	}
 	wall := time.Since(start)
-	ru, ok := pl.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		b.Fatal("no rusage")
-	}
 
 	nc, err := st.srv.Connect()
 	if err != nil {
@@ -341,7 +406,7 @@ func runPlannerProcess(b *testing.B, safes int) plannerRun {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return plannerRun{safes: safes, jobs: info.State.Msgs, wall: wall, peakRSS: ru.Maxrss * 1024}
+	return plannerRun{safes: safes, jobs: info.State.Msgs, wall: wall, peakRSS: peak.Load()}
 }
 
 // BenchmarkPlanner is figure 4: bin/planner enumerating and publishing
@@ -364,7 +429,7 @@ func BenchmarkPlanner(b *testing.B) {
 		b.ReportMetric(float64(large.jobs)/large.wall.Seconds(), "jobs/s-1M")
 		mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 		rec.Add(AtMost("4a", "planner peak RSS at 1M Safes ÷ 64 MiB", ratio, 1, 3,
-			fmt.Sprintf("VmHWM %.1f MiB (wait4 rusage); %d jobs published in %s = %.0f jobs/s (listing twice + publishing)",
+			fmt.Sprintf("VmHWM %.1f MiB (sampled every 20 ms from /proc/<pid>/status); %d jobs published in %s = %.0f jobs/s (listing twice + publishing)",
 				mib(large.peakRSS), large.jobs, large.wall.Round(time.Millisecond), float64(large.jobs)/large.wall.Seconds())))
 		rec.Add(AtMost("4b", "planner peak RSS at 100k Safes ÷ 64 MiB", float64(small.peakRSS)/budget, 1, 3,
 			fmt.Sprintf("VmHWM %.1f MiB; %d jobs published in %s = %.0f jobs/s",
