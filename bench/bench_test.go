@@ -92,7 +92,7 @@ the simulator's own work per call (HTTP, JSON, the limiter), so C/L is an upper 
 cannot reach (about 0.96 at 0.5-1 ms per call over 20 ms); the limiter probes C+1 every 256 successes
 (ProbeAfter) and each probe costs a round trip at C-1; a job whose call got a 429 waits the retry
 backoff (250 ms) and keeps a worker slot. Before the throttle change in this branch (a failed probe
-steps back one instead of cutting by 0.7) this figure was 0.87; after it 0.91. What would remove the
+steps back one instead of cutting by 0.7) this figure was 0.87; after it 0.91-0.93 over three runs. What would remove the
 rest: a ProbeAfter that grows while probes keep failing, and retrying a 429 at once when the limiter
 has already stepped back.`,
 	"4a": `The planner is another team's code and was not changed here. Take a heap profile of
