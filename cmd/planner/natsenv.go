@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,6 +25,10 @@ type natsEnv struct {
 	js      jetstream.JetStream
 	streams *jobs.Streams
 }
+
+// connectTimeout bounds how long the planner commands try to reach the
+// external NATS servers at start.
+const connectTimeout = 20 * time.Second
 
 // embeddedOptions says how to run the embedded server.
 type embeddedOptions struct {
@@ -55,7 +60,11 @@ func openNATS(ctx context.Context, ns cliconf.NATSSettings, emb embeddedOptions,
 		e.nc, err = jobs.Connect(ctx, jobs.ConnectOptions{InProcess: e.srv, Name: name, Logger: log})
 	} else {
 		cfg.Replicas = ns.Replicas
-		e.nc, err = jobs.Connect(ctx, ns.ConnectOptions(name, log))
+		// A command line tool gives up on servers it cannot reach; the
+		// workers, which are services, keep trying.
+		cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+		e.nc, err = jobs.Connect(cctx, ns.ConnectOptions(name, log))
+		cancel()
 	}
 	if err != nil {
 		e.Close()

@@ -77,7 +77,7 @@ func Connect(ctx context.Context, o ConnectOptions) (*nats.Conn, error) {
 			log.Info().Str("url", nc.ConnectedUrlRedacted()).Uint64("reconnects", nc.Stats().Reconnects).Msg("reconnected to NATS")
 		}),
 		nats.ClosedHandler(func(nc *nats.Conn) {
-			ev := log.Info()
+			ev := log.Debug()
 			if err := nc.LastError(); err != nil {
 				ev = log.Warn().Err(err)
 			}
@@ -117,7 +117,7 @@ func Connect(ctx context.Context, o ConnectOptions) (*nats.Conn, error) {
 	for attempt := 1; ; attempt++ {
 		nc, err := nats.Connect(urls, opts...)
 		if err == nil {
-			log.Info().Str("url", nc.ConnectedUrlRedacted()).Str("server", nc.ConnectedServerName()).Msg("connected to NATS")
+			log.Debug().Str("url", nc.ConnectedUrlRedacted()).Str("server", nc.ConnectedServerName()).Msg("connected to NATS")
 			return nc, nil
 		}
 		var netErr net.Error // DNS not resolving yet, dial timeouts
