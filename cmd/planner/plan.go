@@ -198,7 +198,7 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 	if !s.nats.Embedded() {
 		// The run's --rate is the total for all workers, wherever they run:
 		// they share it through the budget bucket.
-		if err := throttle.SetTotal(ctx, env.js, throttle.DefaultBudgetName, cfg.Rate); err != nil {
+		if err := throttle.SetTotal(ctx, env.js, throttle.DefaultBudgetName, cfg.Rate, s.nats.Replicas); err != nil {
 			return fmt.Errorf("set the workers' PVWA rate budget: %w", err)
 		}
 		log.Info().Float64("rate", cfg.Rate).Msg("PVWA rate budget for all workers set")

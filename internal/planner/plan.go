@@ -105,7 +105,7 @@ func Publish(ctx context.Context, p Plan, safes Lister, sink Sink) (Summary, err
 		p.Filter.Internal = internal
 	}
 
-	for s, err := range safes.Safes(ctx, pam.SafesOptions{}) {
+	for s, err := range allSafes(ctx, safes, log) {
 		if err != nil {
 			return sum, fmt.Errorf("list Safes (CPM pass): %w", err)
 		}
@@ -119,7 +119,7 @@ func Publish(ctx context.Context, p Plan, safes Lister, sink Sink) (Summary, err
 		every = 1000
 	}
 	now := time.Now().UTC()
-	for s, err := range safes.Safes(ctx, pam.SafesOptions{}) {
+	for s, err := range allSafes(ctx, safes, log) {
 		if err != nil {
 			return sum, fmt.Errorf("list Safes: %w", err)
 		}

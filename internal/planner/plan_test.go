@@ -239,3 +239,39 @@ func TestStartTwice(t *testing.T) {
 		t.Fatalf("err %v, want other parameters", err)
 	}
 }
+
+// TestStartListingSurvivesTransientErrors: HTML 500s and 429s while paging
+// the Safes neither stop planning nor skip or repeat a Safe.
+func TestStartListingSurvivesTransientErrors(t *testing.T) {
+	listBackoff = time.Millisecond
+	e := newEnv(t, 400)
+	clean, _, err := Start(context.Background(), e.js, e.streams, SafesSource(e.client), e.plan("run-clean", scope.Filter{}), jobs.RunParams{}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pam.New(pam.Config{BaseURL: e.srv.URL, Username: pamtest.DefaultAdminUser,
+		Password: secret.New(pamtest.DefaultAdminPassword), SafesPageSize: 25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	if err := e.srv.SetFaults(pamtest.Faults{P500: 0.25, P429: 0.1}); err != nil {
+		t.Fatal(err)
+	}
+	rec, sum, err := Start(context.Background(), e.js, e.streams, SafesSource(c), e.plan("run-faults", scope.Filter{}), jobs.RunParams{}, "t")
+	if err != nil {
+		t.Fatalf("planning failed on transient errors: %v", err)
+	}
+	st := e.srv.Stats()
+	if st.Faults.Random500+st.Faults.Random429 == 0 {
+		t.Fatal("no fault was injected; the test proves nothing")
+	}
+	if sum.Listed != clean.Expected() || rec.Published != clean.Published || rec.Skipped != clean.Skipped {
+		t.Fatalf("with faults: listed %d published %d skipped %d; without: %d %d %d",
+			sum.Listed, rec.Published, rec.Skipped, clean.Expected(), clean.Published, clean.Skipped)
+	}
+	if e.jobsIn(t, "run-faults") != clean.Published {
+		t.Fatalf("queued %d jobs, want %d", e.jobsIn(t, "run-faults"), clean.Published)
+	}
+	t.Logf("listing survived %d HTML 500s and %d 429s", st.Faults.Random500, st.Faults.Random429)
+}

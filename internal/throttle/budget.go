@@ -254,15 +254,19 @@ func keyTTL(hb time.Duration) time.Duration {
 
 // workersBucket creates WorkersBucket, or binds to it if it exists, and
 // checks it can expire keys.
-func workersBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+func workersBucketConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
 		Bucket:         WorkersBucket,
 		Description:    "safeperm rate budget members (heartbeats with per-key TTL) and totals",
 		History:        1,
 		Storage:        jetstream.MemoryStorage,
 		Replicas:       replicas,
 		LimitMarkerTTL: markerTTL,
-	})
+	}
+}
+
+func workersBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateKeyValue(ctx, workersBucketConfig(replicas))
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		kv, err = js.KeyValue(ctx, WorkersBucket)
 	}
@@ -638,14 +642,17 @@ func (b *Budget) Close(ctx context.Context) error {
 // unlimited) for every member, overriding their BudgetOptions.Total; the
 // run's --rate is written this way. Members apply it within milliseconds.
 // It creates WorkersBucket if needed. ClearTotal undoes it.
-func SetTotal(ctx context.Context, js jetstream.JetStream, name string, total float64) error {
+func SetTotal(ctx context.Context, js jetstream.JetStream, name string, total float64, replicas int) error {
 	if !budgetNameRE.MatchString(name) {
 		return fmt.Errorf("set budget total: name %q: must match %s", name, budgetNameRE)
 	}
 	if total < 0 || math.IsNaN(total) || math.IsInf(total, 0) {
 		return fmt.Errorf("set budget %q total: %v: must be a finite number >= 0", name, total)
 	}
-	kv, err := workersBucket(ctx, js, 1)
+	// The planner owns the bucket's configuration: it is created, or
+	// updated, with the deployment's replicas, so that losing one node of a
+	// cluster does not stop every worker's heartbeat.
+	kv, err := js.CreateOrUpdateKeyValue(ctx, workersBucketConfig(max(1, replicas)))
 	if err != nil {
 		return fmt.Errorf("set budget %q total: %w", name, err)
 	}

@@ -304,7 +304,7 @@ func TestBudgetTotal(t *testing.T) {
 			name := fmt.Sprintf("total%d", i)
 			js, _ := env.js(t)
 			if tt.kv != nil {
-				if err := throttle.SetTotal(testCtx(t, 5*time.Second), js, name, *tt.kv); err != nil {
+				if err := throttle.SetTotal(testCtx(t, 5*time.Second), js, name, *tt.kv, 1); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -320,7 +320,7 @@ func TestBudgetTotal(t *testing.T) {
 			}
 			// Changing the run's total applies to running members; clearing
 			// it restores their own.
-			if err := throttle.SetTotal(testCtx(t, 5*time.Second), js, name, 50); err != nil {
+			if err := throttle.SetTotal(testCtx(t, 5*time.Second), js, name, 50, 1); err != nil {
 				t.Fatal(err)
 			}
 			checkShares(t, ms, 25)
