@@ -247,6 +247,20 @@ func (c Config) RunsBucketConfig() jetstream.KeyValueConfig {
 	}
 }
 
+// IntentsBucketConfig returns the configuration of IntentsBucket: one
+// revision per key, kept a day (an intent only matters until its job's
+// result is published).
+func (c Config) IntentsBucketConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      IntentsBucket,
+		Description: "safeperm write intents: member state before a write, by run and Safe",
+		History:     1,
+		TTL:         24 * time.Hour,
+		Storage:     c.Storage,
+		Replicas:    c.Replicas,
+	}
+}
+
 // LeasesBucketConfig returns the configuration of LeasesBucket: History 1
 // and LimitMarkerTTL, which per-key TTLs need to expire (see LeasesBucket).
 func (c Config) LeasesBucketConfig() jetstream.KeyValueConfig {

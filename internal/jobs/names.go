@@ -35,6 +35,9 @@ const (
 	// bucket with History 1 (verified on nats-server 2.15.2: with History 5
 	// a key created with KeyTTL(1s) was still there after 12s).
 	LeasesBucket = "safeperm_leases"
+	// IntentsBucket is the KV bucket of write intents, key "<run>.<safeKey>":
+	// the member state a worker read before it wrote (see Intents).
+	IntentsBucket = "safeperm_intents"
 )
 
 // Subject prefixes. A full subject appends "<run>.<token>".

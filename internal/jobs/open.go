@@ -65,5 +65,10 @@ func open(ctx context.Context, js jetstream.JetStream, s *Streams) error {
 	if s.Runs, err = OpenRuns(actx, js); err != nil {
 		return err
 	}
+	kv, err := js.KeyValue(actx, IntentsBucket)
+	if err != nil {
+		return fmt.Errorf("open bucket %s: %w", IntentsBucket, err)
+	}
+	s.Intents = &Intents{kv: kv}
 	return nil
 }

@@ -25,6 +25,8 @@ type Streams struct {
 	// Runs is the run record and lease store over RunsBucket and
 	// LeasesBucket.
 	Runs *Runs
+	// Intents is the write-intent store over IntentsBucket.
+	Intents *Intents
 }
 
 // Setup creates or updates every stream, consumer and KV bucket
@@ -69,7 +71,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) (*Streams, e
 			return err
 		})
 	}
-	var runsKV, leasesKV jetstream.KeyValue
+	var runsKV, leasesKV, intentsKV jetstream.KeyValue
 	steps := []func() error{
 		func() error { return stream(cfg.JobsStreamConfig(), &s.Jobs) },
 		func() error { return consumer(s.Jobs, cfg.WorkersConsumerConfig(), &s.Workers) },
@@ -79,6 +81,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) (*Streams, e
 		func() error { return consumer(s.Advisories, cfg.DLQMoverConsumerConfig(), &s.DLQMover) },
 		func() error { return bucket(cfg.RunsBucketConfig(), &runsKV) },
 		func() error { return bucket(cfg.LeasesBucketConfig(), &leasesKV) },
+		func() error { return bucket(cfg.IntentsBucketConfig(), &intentsKV) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -86,5 +89,6 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) (*Streams, e
 		}
 	}
 	s.Runs = NewRuns(js, runsKV, leasesKV)
+	s.Intents = &Intents{kv: intentsKV}
 	return s, nil
 }

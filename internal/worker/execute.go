@@ -36,25 +36,46 @@ var errRace = errors.New("member changed between read and write")
 type Executor struct {
 	PVWA  PVWA
 	Retry RetryPolicy
+	// Intents, when set, records the member state before each write and is
+	// consulted when a redelivered job finds its work already done, so the
+	// result says "applied" with the true "before" even when the delivery
+	// that wrote never reported. *jobs.Intents has it.
+	Intents IntentStore
 	// Sleep waits d or until ctx ends; nil means a real timer. Tests inject
 	// a fake to make backoff instant.
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
+// IntentStore keeps write intents; see Executor.Intents.
+type IntentStore interface {
+	Record(ctx context.Context, job jobs.Job, before *jobs.MemberState) error
+	Recall(ctx context.Context, job jobs.Job) (before *jobs.MemberState, found bool, err error)
+}
+
+var _ IntentStore = (*jobs.Intents)(nil)
+
 // progress is what one job execution learned across its attempts: the state
 // before any write of ours, and whether a write was sent whose outcome may
 // be unknown (an answer lost to a timeout or a 500 after the write).
 type progress struct {
-	read   bool
-	before *jobs.MemberState
-	wrote  bool
+	read        bool
+	before      *jobs.MemberState
+	wrote       bool
+	redelivered bool // an earlier delivery may have written
 }
 
 // Execute runs the job. It returns a final result (applied, unchanged, drift,
 // failed, conflict) and a nil error, or a non-nil transient error when the
 // job should be retried later. A failed result carries the PVWA ErrorCode.
 func (e *Executor) Execute(ctx context.Context, job jobs.Job) (jobs.Result, int, error) {
-	var p progress
+	return e.ExecuteDelivery(ctx, job, 1)
+}
+
+// ExecuteDelivery is Execute for the given JetStream delivery of the job:
+// from the second on, an earlier delivery may have written without
+// reporting, which the write intent tells.
+func (e *Executor) ExecuteDelivery(ctx context.Context, job jobs.Job, delivery uint64) (jobs.Result, int, error) {
+	p := progress{redelivered: delivery > 1}
 	attempts := 0
 	for {
 		attempts++
@@ -106,8 +127,13 @@ func (e *Executor) cycle(ctx context.Context, job jobs.Job, p *progress) (jobs.R
 		missing := m.Permissions.Missing(want)
 		if missing == 0 {
 			status := jobs.StatusUnchanged
-			if p.wrote {
-				// Our earlier write went through though its answer was lost.
+			done, err := e.doneBefore(ctx, job, p)
+			if err != nil {
+				return jobs.Result{}, err
+			}
+			if done {
+				// Our earlier write went through though its answer (or
+				// its delivery's result) was lost.
 				status = jobs.StatusApplied
 			}
 			return result(job, status, p.before, cur), nil
@@ -117,7 +143,9 @@ func (e *Executor) cycle(ctx context.Context, job jobs.Job, p *progress) (jobs.R
 			r.Missing = missing
 			return r, nil
 		}
-		p.wrote = true
+		if err := e.intend(ctx, job, p); err != nil {
+			return jobs.Result{}, err
+		}
 		upd, err := e.PVWA.UpdateMember(ctx, job.Safe.URLID, m.Name, pam.UpdateOf(m, want))
 		if errors.Is(err, pam.ErrMemberNotFound) {
 			return jobs.Result{}, errRace
@@ -135,7 +163,9 @@ func (e *Executor) cycle(ctx context.Context, job jobs.Job, p *progress) (jobs.R
 			r.Missing = want
 			return r, nil
 		}
-		p.wrote = true
+		if err := e.intend(ctx, job, p); err != nil {
+			return jobs.Result{}, err
+		}
 		added, err := e.PVWA.AddMember(ctx, job.Safe.URLID, pam.NewMember{
 			Name: job.Member.Name, Type: job.Member.Type, SearchIn: job.Member.SearchIn, Permissions: want,
 		})
@@ -151,6 +181,36 @@ func (e *Executor) cycle(ctx context.Context, job jobs.Job, p *progress) (jobs.R
 	default:
 		return jobs.Result{}, err
 	}
+}
+
+// intend records the write intent before the first write of this
+// execution, then marks the write as sent.
+func (e *Executor) intend(ctx context.Context, job jobs.Job, p *progress) error {
+	if !p.wrote && e.Intents != nil {
+		if err := e.Intents.Record(ctx, job, p.before); err != nil {
+			return err
+		}
+	}
+	p.wrote = true
+	return nil
+}
+
+// doneBefore reports whether the state found was written by this job: by
+// this execution, or, on a redelivery, by an earlier one that recorded an
+// intent (whose "before" then replaces the one read now).
+func (e *Executor) doneBefore(ctx context.Context, job jobs.Job, p *progress) (bool, error) {
+	if p.wrote {
+		return true, nil
+	}
+	if !p.redelivered || e.Intents == nil || job.Mode == jobs.ModeCheck {
+		return false, nil
+	}
+	before, found, err := e.Intents.Recall(ctx, job)
+	if err != nil || !found {
+		return false, err
+	}
+	p.before, p.wrote = before, true
+	return true, nil
 }
 
 // applied checks that the server's answer holds what we asked for: a PUT or

@@ -26,7 +26,11 @@ func (e *Executor) rollback(ctx context.Context, job jobs.Job, p *progress) (job
 	}
 	if sameState(cur, job.Restore) {
 		status := jobs.StatusUnchanged
-		if p.wrote {
+		done, err := e.doneBefore(ctx, job, p)
+		if err != nil {
+			return jobs.Result{}, err
+		}
+		if done {
 			status = jobs.StatusApplied
 		}
 		return result(job, status, p.before, cur), nil
@@ -36,7 +40,9 @@ func (e *Executor) rollback(ctx context.Context, job jobs.Job, p *progress) (job
 		r.Reason = "member changed since the run; left alone"
 		return r, nil
 	}
-	p.wrote = true
+	if err := e.intend(ctx, job, p); err != nil {
+		return jobs.Result{}, err
+	}
 	if job.Restore == nil {
 		err := e.PVWA.DeleteMember(ctx, job.Safe.URLID, m.Name)
 		if err != nil && !errors.Is(err, pam.ErrMemberNotFound) {

@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg Config, pvwa PVWA, js jetstream.JetStream, str
 	}
 	return &Worker{
 		cfg:     cfg,
-		exec:    &Executor{PVWA: pvwa, Retry: cfg.Retry},
+		exec:    &Executor{PVWA: pvwa, Retry: cfg.Retry, Intents: intentsOf(streams)},
 		streams: streams,
 		js:      js,
 		log:     cfg.Logger.With().Str(logComponent, "worker").Str("worker", cfg.ID).Logger(),
@@ -205,7 +205,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	w.cfg.Observer.JobStarted()
 
 	stop := w.heartbeat(msg)
-	res, attempts, err := w.execute(ctx, job)
+	res, attempts, err := w.execute(ctx, job, meta.NumDelivered)
 	stop()
 
 	switch {
@@ -253,13 +253,21 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 }
 
 // execute runs the executor and turns a panic into an error.
-func (w *Worker) execute(ctx context.Context, job jobs.Job) (res jobs.Result, attempts int, err error) {
+func (w *Worker) execute(ctx context.Context, job jobs.Job, delivery uint64) (res jobs.Result, attempts int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
 		}
 	}()
-	return w.exec.Execute(ctx, job)
+	return w.exec.ExecuteDelivery(ctx, job, delivery)
+}
+
+// intentsOf returns the streams' intent store, or nil (no intents).
+func intentsOf(s *jobs.Streams) IntentStore {
+	if s == nil || s.Intents == nil {
+		return nil
+	}
+	return s.Intents
 }
 
 // heartbeat tells JetStream the job is alive until stop is called, so it is

@@ -11,6 +11,7 @@ import (
 
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
 )
 
@@ -289,5 +290,59 @@ func TestWorkerShutdownHandsBack(t *testing.T) {
 	ri, _ := env.streams.Results.Info(context.Background())
 	if int(ri.State.Msgs) != len(want) {
 		t.Errorf("result messages %d, want %d (one per job)", ri.State.Msgs, len(want))
+	}
+}
+
+// crashAfterWrite lets the write reach the PVWA, then fails the call as a
+// worker killed right after it would: the answer never arrives.
+type crashAfterWrite struct{ PVWA }
+
+func (c crashAfterWrite) UpdateMember(ctx context.Context, id, name string, u pam.MemberUpdate) (pam.Member, error) {
+	if _, err := c.PVWA.UpdateMember(ctx, id, name, u); err != nil {
+		return pam.Member{}, err
+	}
+	return pam.Member{}, context.Canceled
+}
+
+func (c crashAfterWrite) AddMember(ctx context.Context, id string, m pam.NewMember) (pam.Member, error) {
+	if _, err := c.PVWA.AddMember(ctx, id, m); err != nil {
+		return pam.Member{}, err
+	}
+	return pam.Member{}, context.Canceled
+}
+
+// TestIntentSurvivesCrash: a delivery writes and dies before reporting; the
+// redelivery finds the Safe compliant and, from the write intent, reports
+// "applied" with the state before the first write, not "unchanged".
+func TestIntentSurvivesCrash(t *testing.T) {
+	env := startNATS(t, nil)
+	srv, c := newSim(t, pamtest.Options{Safes: 400, Seed: 25})
+	for _, class := range []pamtest.Class{pamtest.ClassListOnly, pamtest.ClassAbsent} {
+		in := pick(t, srv, class, pamtest.AccessFull)
+		job := jobFor(in, jobs.ModeApply)
+		first := &Executor{PVWA: crashAfterWrite{c}, Retry: RetryPolicy{Attempts: 1}, Sleep: noSleep, Intents: env.streams.Intents}
+		if _, _, err := first.ExecuteDelivery(context.Background(), job, 1); err == nil {
+			t.Fatalf("%s: the crashing delivery succeeded", class)
+		}
+		second := &Executor{PVWA: c, Retry: DefaultRetryPolicy(), Sleep: noSleep, Intents: env.streams.Intents}
+		res, _, err := second.ExecuteDelivery(context.Background(), job, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Status != jobs.StatusApplied {
+			t.Errorf("%s: redelivery reported %s, want applied", class, res.Status)
+		}
+		if (res.Before != nil) != in.PSMMember || (res.Before != nil && res.Before.Permissions != in.PSMPermissions) {
+			t.Errorf("%s: before %v, want the seeded state (member %v, %s)", class, res.Before, in.PSMMember, in.PSMPermissions)
+		}
+		if srv.Stats().WritesBySafe[in.Name] != 1 {
+			t.Errorf("%s: %d writes, want 1", class, srv.Stats().WritesBySafe[in.Name])
+		}
+	}
+	// A first delivery of a compliant Safe never consults intents.
+	in := pick(t, srv, pamtest.ClassCompliant, pamtest.AccessFull)
+	res, _, err := (&Executor{PVWA: c, Retry: DefaultRetryPolicy(), Intents: env.streams.Intents}).ExecuteDelivery(context.Background(), jobFor(in, jobs.ModeApply), 2)
+	if err != nil || res.Status != jobs.StatusUnchanged {
+		t.Fatalf("compliant Safe on a redelivery without intent: %s %v", res.Status, err)
 	}
 }
