@@ -140,6 +140,9 @@ func TestNATSNodeLoss(t *testing.T) {
 		t.Errorf("%d jobs left in %s after the run", jobsLeft, jobs.JobsStream)
 	}
 	n, names := misattributed(v, out.Byname)
+	if n != 0 {
+		t.Errorf("%d Safes changed by the run reported not applied: %v", n, names)
+	}
 	logFigure(t, "node loss: %d Safes on 3 nodes (R3), nodes SIGKILLed and restarted: %s; run done in %s", safes, strings.Join(kills, ", "), time.Since(began).Round(time.Millisecond))
 	logFigure(t, "node loss: converged %d, not converged %d, foreign flags changed %d, results %d for %d expected, jobs lost %d, duplicate results %d, jobs left %d",
 		v.Converged, v.NotConverged, v.ForeignChanged, total, out.Run.Expected(), out.Run.Expected()-len(perSafe), duplicates(perSafe), jobsLeft)

@@ -78,6 +78,12 @@ func TestPVWAFaults(t *testing.T) {
 		t.Errorf("faults not exercised: %+v, sessions ended %d", f, st.SessionsEnded)
 	}
 	n, names := misattributed(v, out.Byname)
+	if n != 0 {
+		t.Errorf("%d Safes changed by the run reported not applied: %v", n, names)
+	}
+	if plannerFailures != 0 {
+		t.Errorf("the planner gave up %d times on a transient PVWA fault", plannerFailures)
+	}
 	logFigure(t, "PVWA faults: %d Safes, run done in %s; injected: HTML 500 %d, 429 %d, write applied then 500 %d, logons %d, sessions ended (token TTL %s) %d, requests %d",
 		safes, time.Since(began).Round(time.Millisecond), f.Random500, f.Random429, f.WriteApplied500, st.Logons, ttl, st.SessionsEnded, st.RequestsTotal)
 	logFigure(t, "PVWA faults: planner runs that gave up on a transient fault: %d", plannerFailures)
