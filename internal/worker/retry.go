@@ -44,8 +44,18 @@ func (r RetryPolicy) Delay(attempt int, err error) time.Duration {
 	if d, ok := pam.RetryAfter(err); ok {
 		return min(d, r.MaxRetryAfter)
 	}
+	if errors.Is(err, pam.ErrThrottled) {
+		// A 429 without Retry-After: the adaptive limiter has already cut
+		// the requests in flight, and the retry queues behind it, so a
+		// short jittered pause is enough; a long one only idles the slot.
+		return time.Duration(rand.Int64N(int64(throttledPause) + 1))
+	}
 	return backoff(attempt, r.Base, r.Max)
 }
+
+// throttledPause bounds the pause before retrying a 429 that came without
+// Retry-After.
+const throttledPause = 20 * time.Millisecond
 
 // Redeliver is the delay for NakWithDelay after the given delivery failed.
 func (r RetryPolicy) Redeliver(delivery uint64, err error) time.Duration {
