@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/cliconf"
 	"github.com/safeperm/safeperm/internal/jobs"
-	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/natsembed/natstest"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
 )
@@ -71,20 +70,9 @@ func metricValue(body, name string, labels ...string) float64 {
 func TestWorkerCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ns, err := natsembed.Start(ctx, natsembed.Options{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Shutdown()
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if _, err := jobs.Setup(ctx, js, jobs.DefaultConfig()); err != nil {
-		t.Fatal(err)
-	}
+	ne := natstest.Start(t, "127.0.0.1:0")
+	ns, js := ne.Server, ne.JS
+	ne.Setup(t, nil)
 	srv, err := pamtest.NewServer(pamtest.Options{Safes: 150, Seed: 5})
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/jobs"
-	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/natsembed/natstest"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
 	"github.com/safeperm/safeperm/internal/scope"
@@ -30,19 +30,8 @@ func newEnv(t *testing.T, safes int) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ns, err := natsembed.Start(ctx, natsembed.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	st, err := jobs.Setup(ctx, js, jobs.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ne := natstest.Start(t, "")
+	js, st := ne.JS, ne.Setup(t, nil)
 	srv, err := pamtest.NewServer(pamtest.Options{Safes: safes, Seed: 31})
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +46,6 @@ func newEnv(t *testing.T, safes int) *env {
 	t.Cleanup(func() {
 		c.CloseIdleConnections()
 		srv.Close()
-		nc.Close()
-		ns.Shutdown()
 	})
 	return &env{js: js, streams: st, srv: srv, client: c}
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/jobs"
-	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/natsembed/natstest"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
 )
@@ -22,34 +22,8 @@ type natsEnv struct {
 
 func startNATS(t *testing.T, mutate func(*jobs.Config)) natsEnv {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	srv, err := natsembed.Start(ctx, natsembed.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := srv.Connect()
-	if err != nil {
-		srv.Shutdown()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		nc.Close()
-		srv.Shutdown()
-	})
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := jobs.DefaultConfig()
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	st, err := jobs.Setup(ctx, js, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return natsEnv{js: js, streams: st}
+	e := natstest.Start(t, "")
+	return natsEnv{js: e.JS, streams: e.Setup(t, mutate)}
 }
 
 // publishAll publishes one job per account Safe of the vault and returns
