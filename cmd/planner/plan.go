@@ -287,6 +287,10 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 		rec.ID, sum.Listed, map[bool]string{true: "results of the run read", false: "Safes listed"}[cfg.rollbackOf != ""],
 		sum.Planned, sum.SkippedTotal(), skippedText(sum.Skipped))
 	if !watching {
+		if s.nats.Embedded() {
+			fmt.Fprintf(stdout, "run %s: --watch=false with the embedded server: the in-process workers stop now; the jobs wait in %s for the next planner run on it\n", rec.ID, cfg.DataDir)
+			return nil
+		}
 		fmt.Fprintf(stdout, "run %s is being applied by the workers; follow it with: planner watch %s\n", rec.ID, rec.ID)
 		return nil
 	}
