@@ -87,14 +87,19 @@ no-op that answers "compliant" at once.`
 // unmetNotes explain, from the profiles taken while writing these
 // benchmarks, what an unmet target costs and what would remove it.
 var unmetNotes = map[string]string{
-	"1a": `Not yet profiled end to end. Known costs: each PVWA slot is held for L plus the client's and
-the simulator's own work per call (HTTP, JSON, the limiter), so C/L is an upper bound a real client
-cannot reach (about 0.96 at 0.5-1 ms per call over 20 ms); the limiter probes C+1 every 256 successes
-(ProbeAfter) and each probe costs a round trip at C-1; a job whose call got a 429 waits the retry
-backoff (250 ms) and keeps a worker slot. Before the throttle change in this branch (a failed probe
-steps back one instead of cutting by 0.7) this figure was 0.87; after it 0.91-0.93 over three runs. What would remove the
-rest: a ProbeAfter that grows while probes keep failing, and retrying a 429 at once when the limiter
-has already stepped back.`,
+	"1a": `CPU profile (go test -bench BenchmarkThroughput -cpuprofile, simulator and pipeline in one
+process): 2.94 s of CPU samples over 11.5 s of wall time on 2 cores, i.e. the process is busy about 13%
+of the time; the top entries are syscalls (17%, HTTP and NATS I/O), JSON decoding (9%) and
+allocation, with nothing that holds a PVWA slot for long. So the shortfall is not CPU: it is time in
+which fewer than C requests are at the PVWA. Each slot is idle between the end of one answer and
+the start of the next request on it (reading the answer, the result publish, the next job's
+fetch), about 0.5-1 ms per 20 ms call, so C/L is an upper bound a client reaches at about 0.96;
+and the limiter spends some of the run just below C: it probes C+1 every 256 successes
+(ProbeAfter) and each failed probe costs a 429 and a round trip at C-1. Retrying a 429 without
+Retry-After after 0-20 ms instead of the 250 ms backoff changed nothing measurable (0.93 before,
+0.92-0.93 after). What would remove the rest: a ProbeAfter that grows while probes keep failing,
+and keeping more than C jobs in flight in the worker than requests in flight at the PVWA (prefetch
+the next job's GET while the previous answer is processed).`,
 	"4a": `The planner is another team's code and was not changed here. Take a heap profile of
 bin/planner at 1M Safes (runtime/pprof at the end of planning) to name what grows; note that
 wait4's ru_maxrss overstates a vfork'ed child's peak (it counted the benchmark's own pages and
