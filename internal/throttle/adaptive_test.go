@@ -113,8 +113,10 @@ func TestAdaptiveLatencySignal(t *testing.T) {
 	}))
 	defer srv.Close()
 	var latencyThrottles atomic.Int64
+	// Starting low, the limit learns the unloaded latency first and then
+	// grows; it must stop growing near the capacity, where queueing starts.
 	a := throttle.NewAdaptive(throttle.AdaptiveOptions{
-		Initial: 32, Logger: testLogger(t),
+		Initial: 4, Logger: testLogger(t),
 		OnThrottle: func(r string) {
 			if r == throttle.ReasonLatency {
 				latencyThrottles.Add(1)
@@ -129,11 +131,12 @@ func TestAdaptiveLatencySignal(t *testing.T) {
 	if latencyThrottles.Load() == 0 {
 		t.Errorf("no latency throttle signalled")
 	}
-	// Without the latency signal nothing would lower the limit from its
-	// initial 32 (there is no 429); with it, it falls towards 8. The bound
-	// leaves room for a loaded CI machine, where latency is noisy.
-	if got := a.Limit(); got >= 24 {
-		t.Errorf("limit = %d, want well below the initial 32 against a queueing server of capacity %d", got, capacity)
+	// Without the latency signal nothing would stop the limit (there is no
+	// 429): it grows by one per round trip, to about 100 in 2 s. With it,
+	// it settles near 8. The bound leaves room for a loaded CI machine,
+	// where latency is noisy.
+	if got := a.Limit(); got >= 32 {
+		t.Errorf("limit = %d, want it held near the capacity %d by the latency signal", got, capacity)
 	}
 	t.Logf("final %s", a)
 }
