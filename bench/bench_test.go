@@ -315,11 +315,10 @@ var binaries = sync.OnceValues(func() (string, error) {
 
 // plannerRun is one bin/planner run against bin/pvwasim with N Safes.
 type plannerRun struct {
-	safes     int
-	jobs      uint64
-	wall      time.Duration
-	peakRSS   int64 // bytes, VmHWM sampled from /proc/<pid>/status
-	skippedOK bool
+	safes   int
+	jobs    uint64
+	wall    time.Duration
+	peakRSS int64 // bytes, VmHWM sampled from /proc/<pid>/status
 }
 
 func runPlannerProcess(b *testing.B, safes int) plannerRun {
