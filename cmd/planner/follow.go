@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -86,7 +85,7 @@ func watchCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout,
 	}
 	defer env.Close()
 	log, _ := cfg.Log.Logger(stderr)
-	stopRecording := recordProgress(ctx, env.streams, ids[0], 2*time.Second)
+	stopRecording := recordProgress(ctx, env.js, env.streams, ids[0], 2*time.Second)
 	out, err := watch.Watch(ctx, env.js, ids[0], watch.Options{Out: stdout, Mode: viewMode(cfg.JSON), Logger: log, Runs: env.streams.Runs})
 	stopRecording()
 	if err != nil {
@@ -130,26 +129,11 @@ func statusCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout
 	if cfg.Limit > 0 && len(runs) > cfg.Limit {
 		runs = runs[:cfg.Limit]
 	}
-	count := func(id string) (map[jobs.Status]int, error) { return countResults(ctx, env.streams, id) }
+	count := watch.StreamCounts(ctx, env.js)
 	if cfg.JSON {
 		return watch.StatusJSON(stdout, runs, count)
 	}
 	return watch.Status(stdout, runs, count)
-}
-
-// countResults counts the results of run by status from the results
-// stream's per-subject totals, without reading the messages.
-func countResults(ctx context.Context, st *jobs.Streams, run string) (map[jobs.Status]int, error) {
-	info, err := st.Results.Info(ctx, jetstream.WithSubjectFilter(jobs.ResultsFilter(run)))
-	if err != nil {
-		return nil, err
-	}
-	out := map[jobs.Status]int{}
-	for subj, n := range info.State.Subjects {
-		st := jobs.Status(subj[strings.LastIndexByte(subj, '.')+1:])
-		out[st] += int(n)
-	}
-	return out, nil
 }
 
 func reportCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {
@@ -204,11 +188,11 @@ func helpOK(err error) error {
 // recordProgress copies the run's result counts into its run record every
 // interval until ctx ends, and once more at the end, so that anyone reading
 // the KV bucket (the nats CLI included) sees the progress.
-func recordProgress(ctx context.Context, st *jobs.Streams, run string, interval time.Duration) (stop func()) {
+func recordProgress(ctx context.Context, js jetstream.JetStream, st *jobs.Streams, run string, interval time.Duration) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	update := func(ctx context.Context) {
-		counts, err := countResults(ctx, st, run)
+		counts, err := watch.StreamCounts(ctx, js)(run)
 		if err != nil {
 			return
 		}

@@ -259,7 +259,7 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 	watchCtx, cancelWatch := context.WithCancel(ctx)
 	defer cancelWatch()
 	if watching {
-		stopRecording := recordProgress(watchCtx, env.streams, s.runID, 2*time.Second)
+		stopRecording := recordProgress(watchCtx, env.js, env.streams, s.runID, 2*time.Second)
 		defer stopRecording()
 		// Follow while planning: results flow as soon as the first jobs
 		// are published.
