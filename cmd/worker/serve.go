@@ -140,7 +140,7 @@ func serve(ctx context.Context, cfg *config, getenv cliconf.Getenv, stderr io.Wr
 		}
 		return err
 	}
-	budget, err := throttle.JoinBudget(ctx, js, throttle.BudgetOptions{
+	budget, err := joinBudget(ctx, js, throttle.BudgetOptions{
 		Name: throttle.DefaultBudgetName, WorkerID: id, Replicas: ns.Replicas, Logger: log,
 	})
 	if err != nil {
@@ -173,4 +173,26 @@ func serve(ctx context.Context, cfg *config, getenv cliconf.Getenv, stderr io.Wr
 		log.Warn().Err(derr).Msg("NATS drain")
 	}
 	return err
+}
+
+// joinBudget joins the rate budget, waiting while it cannot: on a cluster
+// the worker's NATS user may not create the budget bucket, which the first
+// planner run creates. A duplicate worker id is not worth waiting for.
+func joinBudget(ctx context.Context, js jetstream.JetStream, o throttle.BudgetOptions) (*throttle.Budget, error) {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		b, err := throttle.JoinBudget(actx, js, o)
+		cancel()
+		if err == nil || errors.Is(err, throttle.ErrWorkerIDInUse) || ctx.Err() != nil {
+			return b, err
+		}
+		if attempt == 1 {
+			o.Logger.Warn().Err(err).Msg("cannot join the PVWA rate budget yet (a planner run creates it); retrying")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
+		}
+	}
 }
