@@ -96,14 +96,14 @@ func TestNATSNodeLoss(t *testing.T) {
 		kills = append(kills, fmt.Sprintf("%s (%s)", victim.name, why))
 		before := countResults(t, js, run)
 		// Work goes on without it: results keep coming on two nodes.
-		stalled := time.Now().Add(30 * time.Second)
+		stalled := time.Now().Add(45 * time.Second)
 		for {
 			n := countResults(t, js, run)
 			if n >= before+50 || n >= expected {
 				break
 			}
 			if time.Now().After(stalled) {
-				t.Errorf("with %s (%s) down, results stalled at %d for 30s: %s", victim.name, why, n, describeStreams(js))
+				t.Errorf("with %s (%s) down, results stalled at %d for 45s: %s", victim.name, why, n, describeStreams(js))
 				break
 			}
 			time.Sleep(200 * time.Millisecond)

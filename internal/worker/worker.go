@@ -129,7 +129,12 @@ func (w *Worker) InFlight() int { return int(w.inFlight.Load()) }
 // finish for up to ShutdownTimeout, then cancels the rest, which are handed
 // back too. It returns nil after a clean shutdown.
 func (w *Worker) Run(ctx context.Context) error {
-	it, err := w.streams.Workers.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency))
+	// Short pull requests with frequent idle heartbeats: when the server
+	// holding our pull request dies (a cluster node lost), the iterator
+	// notices within seconds and pulls again from another node, instead
+	// of waiting out the default 30 s expiry.
+	it, err := w.streams.Workers.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency),
+		jetstream.PullExpiry(10*time.Second), jetstream.PullHeartbeat(2*time.Second))
 	if err != nil {
 		return fmt.Errorf("consume jobs: %w", err)
 	}
