@@ -30,6 +30,9 @@ type natsEnv struct {
 // external NATS servers at start.
 const connectTimeout = 20 * time.Second
 
+// setupTimeout bounds the creation of the streams and buckets.
+const setupTimeout = 60 * time.Second
+
 // embeddedOptions says how to run the embedded server.
 type embeddedOptions struct {
 	DataDir string
@@ -74,7 +77,11 @@ func openNATS(ctx context.Context, ns cliconf.NATSSettings, emb embeddedOptions,
 		e.Close()
 		return nil, err
 	}
-	if e.streams, err = jobs.Setup(ctx, e.js, cfg); err != nil {
+	// Setup retries while the cluster is not ready; a configuration it can
+	// never place (3 replicas on one server) must not hang the command.
+	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
+	if e.streams, err = jobs.Setup(sctx, e.js, cfg); err != nil {
 		e.Close()
 		return nil, err
 	}

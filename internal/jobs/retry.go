@@ -85,10 +85,20 @@ func transient(err error) bool {
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
+		if apiErr.ErrorCode == errCodeNoPeers {
+			// A cluster still forming, or a node down: placement succeeds
+			// once enough peers are back. (Asking a lone server for 3
+			// replicas stays refused; callers bound their context.)
+			return true
+		}
 		return apiErr.Code >= 500 && apiErr.ErrorCode != errCodeStoreFailed
 	}
 	return false
 }
+
+// errCodeNoPeers is JetStream's "no suitable peers for placement" (HTTP-like
+// code 400).
+const errCodeNoPeers jetstream.ErrorCode = 10005
 
 // retry runs fn with a fresh attemptTimeout context until it succeeds,
 // fails with a non-transient error, maxAttempts is reached (0: no limit)
