@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 // TestBadInput feeds the planner and the worker malformed scope files and
@@ -148,7 +149,7 @@ func TestPoisonJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
 		info, err := dlq.Info(ctx)
 		if err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 // TestNATSNodeLoss runs a migration on a 3-node JetStream cluster of real
@@ -121,7 +122,7 @@ func TestNATSNodeLoss(t *testing.T) {
 	checkRun(t, s, out, v, perSafe, total, st)
 
 	// The restarted nodes catch up: every replica of every stream current.
-	checkFor(t, time.Minute, 250*time.Millisecond, func() error {
+	testutil.Eventually(t, time.Minute, 250*time.Millisecond, func() error {
 		for _, name := range []string{jobs.JobsStream, jobs.ResultsStream, jobs.DLQStream} {
 			info := streamInfo(t, js, name)
 			if info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
@@ -197,7 +198,7 @@ func describeStreams(js jetstream.JetStream) string {
 // leader exists and every peer is known.
 func waitClusterReady(t testing.TB, js jetstream.JetStream) {
 	t.Helper()
-	checkFor(t, time.Minute, 250*time.Millisecond, func() error {
+	testutil.Eventually(t, time.Minute, 250*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		if _, err := js.AccountInfo(ctx); err != nil {
@@ -214,7 +215,7 @@ func waitClusterReady(t testing.TB, js jetstream.JetStream) {
 func streamInfo(t testing.TB, js jetstream.JetStream, name string) *jetstream.StreamInfo {
 	t.Helper()
 	var info *jetstream.StreamInfo
-	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+	testutil.Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		st, err := js.Stream(ctx, name)
@@ -230,7 +231,7 @@ func streamInfo(t testing.TB, js jetstream.JetStream, name string) *jetstream.St
 func streamLeader(t testing.TB, js jetstream.JetStream, name string) string {
 	t.Helper()
 	var leader string
-	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+	testutil.Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
 		info := streamInfo(t, js, name)
 		if info.Cluster == nil || info.Cluster.Leader == "" {
 			return errors.New("no leader")
@@ -246,7 +247,7 @@ func streamLeader(t testing.TB, js jetstream.JetStream, name string) string {
 func countResults(t testing.TB, js jetstream.JetStream, run string) int {
 	t.Helper()
 	n := -1
-	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+	testutil.Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		st, err := js.Stream(ctx, jobs.ResultsStream)
@@ -269,7 +270,7 @@ func countResults(t testing.TB, js jetstream.JetStream, run string) int {
 // waitResults waits until run has at least n result messages.
 func waitResults(t testing.TB, js jetstream.JetStream, run string, n int) {
 	t.Helper()
-	checkFor(t, 3*time.Minute, 200*time.Millisecond, func() error {
+	testutil.Eventually(t, 3*time.Minute, 200*time.Millisecond, func() error {
 		if got := countResults(t, js, run); got < n {
 			return fmt.Errorf("%d results of %d", got, n)
 		}

@@ -28,6 +28,7 @@ import (
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 // prefix starts every figure line, so the figures can be grepped and quoted.
@@ -211,23 +212,6 @@ func exitCode(err error) int {
 // pid returns the process id.
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
-// checkFor polls fn every poll until it returns nil or wait passes, then
-// fails with fn's last error.
-func checkFor(t testing.TB, wait, poll time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", wait, err)
-		}
-		time.Sleep(poll)
-	}
-}
-
 // freePorts reserves n distinct free loopback ports and releases them.
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
@@ -290,7 +274,7 @@ func startSim(t testing.TB, o simOptions) *sim {
 	args = append(args, o.Extra...)
 	p := start(t, "pvwasim", []string{"SAFEPERM_SIM_ADMIN_PASSWORD=" + o.Password}, bin(t, "pvwasim"), args...)
 	s := &sim{proc: p, pass: o.Password}
-	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+	testutil.Eventually(t, 15*time.Second, 20*time.Millisecond, func() error {
 		if !p.running() {
 			t.Fatalf("pvwasim exited: %v\n%s", p.err, p.stderr.String())
 		}
@@ -556,7 +540,7 @@ cluster {
 func (n *natsNode) launch() {
 	n.t.Helper()
 	n.proc = start(n.t, "nats-server "+n.name, nil, bin(n.t, "nats-server"), "-c", n.conf)
-	checkFor(n.t, 15*time.Second, 20*time.Millisecond, func() error {
+	testutil.Eventually(n.t, 15*time.Second, 20*time.Millisecond, func() error {
 		if !n.running() {
 			n.t.Fatalf("nats-server %s exited: %v\n%s", n.name, n.err, n.stderr.String())
 		}
@@ -666,7 +650,7 @@ func waitRun(t testing.TB, js jetstream.JetStream, run string, timeout time.Dura
 func rawResults(t testing.TB, js jetstream.JetStream, run string) (perSafe map[string]int, total int) {
 	t.Helper()
 	// Retried from scratch on any error: a cluster may still be electing.
-	checkFor(t, 2*time.Minute, time.Second, func() error {
+	testutil.Eventually(t, 2*time.Minute, time.Second, func() error {
 		var err error
 		perSafe, total, err = readResults(js, run)
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/natsembed"
 	"github.com/safeperm/safeperm/internal/secret"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 type lockedBuffer struct {
@@ -60,7 +61,7 @@ func TestConnect(t *testing.T) {
 	ns := startAuthServer(t, "safeperm", pw)
 	var logs lockedBuffer
 	log := zerolog.New(&logs)
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 
 	nc, err := jobs.Connect(ctx, jobs.ConnectOptions{
 		URLs: []string{ns.ClientURL()}, Name: "safeperm-test", User: "safeperm", Password: secret.New(pw), Logger: log,
@@ -99,7 +100,7 @@ func TestConnect(t *testing.T) {
 
 func TestConnectInProcess(t *testing.T) {
 	t.Parallel()
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	srv, err := natsembed.Start(ctx, natsembed.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

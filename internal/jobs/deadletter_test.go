@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 // startMover runs RunDeadLetterMover until the test ends.
@@ -60,7 +61,7 @@ func TestMaxDeliverToDLQ(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	s := e.setup(t, func(c *jobs.Config) { c.MaxDeliver = 3 })
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	startMover(t, e, s)
 
 	// Job 1 fails every time and never reports. Job 2 reports success on
@@ -88,7 +89,7 @@ func TestMaxDeliverToDLQ(t *testing.T) {
 		}
 	})
 
-	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if n := streamMsgs(ctx, t, s.DLQ); n != 2 {
 			return fmt.Errorf("DLQ holds %d, want 2", n)
 		}
@@ -142,7 +143,7 @@ func TestMaxDeliverToDLQ(t *testing.T) {
 	if _, err := e.js.Publish(ctx, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.SAFEPERM_JOBS.workers", adv); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n := streamMsgs(ctx, t, s.Advisories); n != 0 {
 			return fmt.Errorf("%d advisories not handled", n)
 		}
@@ -162,7 +163,7 @@ func TestMalformedJobDeadLetter(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	s := e.setup(t, nil)
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	subj := jobs.JobSubject("r1", jobs.SafeKey("S1"))
 	if _, err := e.js.Publish(ctx, subj, []byte(`{"v":9,"garbage`)); err != nil {
 		t.Fatal(err)
@@ -192,7 +193,7 @@ func TestMalformedJobDeadLetter(t *testing.T) {
 	if handled != 1 {
 		t.Fatalf("fetched %d messages, want 1", handled)
 	}
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, func() error {
 		if n := streamMsgs(ctx, t, s.Jobs); n != 0 {
 			return fmt.Errorf("JOBS still holds %d", n)
 		}

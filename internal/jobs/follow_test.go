@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 func TestTally(t *testing.T) {
@@ -66,7 +67,7 @@ func TestFollowAndReplay(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	s := e.setup(t, nil)
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	statuses := jobs.AllStatuses()
 	const n = 60
 	publish := func(from, to int) {
@@ -157,7 +158,7 @@ func TestFollowEnds(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	e.setup(t, nil)
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 
 	// Replay of a run without results returns at once.
 	if err := jobs.Replay(ctx, e.js, "empty", func(jobs.Result) error { t.Error("fn called"); return nil }); err != nil {

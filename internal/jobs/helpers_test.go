@@ -7,84 +7,32 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/jobs"
-	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/natsembed/natstest"
 	"github.com/safeperm/safeperm/internal/pam"
 )
 
-// checkFor calls fn every poll until it returns nil or wait has passed,
-// then fails the test with fn's last error.
-func checkFor(t testing.TB, wait, poll time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	var err error
-	for {
-		if err = fn(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", wait, err)
-		}
-		time.Sleep(poll)
-	}
-}
-
-// testCtx returns a context that ends with the test or after d.
-func testCtx(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // env is one embedded server with a client connection.
 type env struct {
-	srv *natsembed.Server
-	nc  *nats.Conn
-	js  jetstream.JetStream
+	*natstest.Env
+	js jetstream.JetStream
 }
 
 // startEnv starts an in-process embedded server (file storage in a temp
 // dir) and connects to it. Everything is torn down with the test.
 func startEnv(t testing.TB) *env {
 	t.Helper()
-	ctx := testCtx(t, 20*time.Second)
-	srv, err := natsembed.Start(ctx, natsembed.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := srv.Connect()
-	if err != nil {
-		srv.Shutdown()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		nc.Close()
-		srv.Shutdown()
-	})
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{srv: srv, nc: nc, js: js}
+	e := natstest.Start(t, "")
+	return &env{Env: e, js: e.JS}
 }
 
 // setup runs jobs.Setup with DefaultConfig adjusted by mutate.
 func (e *env) setup(t testing.TB, mutate func(*jobs.Config)) *jobs.Streams {
 	t.Helper()
-	cfg := jobs.DefaultConfig()
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	s, err := jobs.Setup(testCtx(t, 30*time.Second), e.js, cfg)
-	if err != nil {
-		t.Fatalf("Setup: %v", err)
-	}
-	return s
+	return e.Setup(t, mutate)
 }
 
 var testPerms = pam.Perms(pam.ListAccounts, pam.UnlockAccounts)

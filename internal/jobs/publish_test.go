@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 // consumeAll acks every job on the workers consumer until want distinct
@@ -29,7 +30,7 @@ func consumeAll(ctx context.Context, t *testing.T, s *jobs.Streams, want int) ma
 		seen[m.Subject()]++
 		mu.Unlock()
 	})
-	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+	testutil.Eventually(t, 20*time.Second, 10*time.Millisecond, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(seen) < want {
@@ -51,7 +52,7 @@ func TestPublishDuplicate(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	s := e.setup(t, nil)
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	p := jobs.NewPublisher(e.js, zerolog.Nop(), jobs.PublisherOptions{})
 	j := testJob("r1", "Linux Root")
 	for range 2 {
@@ -92,7 +93,7 @@ func TestPublishConsumeAll(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	s := e.setup(t, nil)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	const n = 2000
 	p := jobs.NewPublisher(e.js, testLogger(t), jobs.PublisherOptions{MaxPending: 64})
 	for i := range n {
@@ -113,7 +114,7 @@ func TestPublishConsumeAll(t *testing.T) {
 			t.Errorf("%s consumed %d times, want 1", subj, seen[subj])
 		}
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if got := streamMsgs(ctx, t, s.Jobs); got != 0 {
 			return fmt.Errorf("%d jobs left in the work queue", got)
 		}
@@ -127,7 +128,7 @@ func TestPublishAlreadyPending(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	s := e.setup(t, func(c *jobs.Config) { c.Duplicates = time.Second })
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	j := testJob("r1", "S1")
 	p := jobs.NewPublisher(e.js, zerolog.Nop(), jobs.PublisherOptions{})
 	if err := p.PublishJob(ctx, j); err != nil {
@@ -136,7 +137,7 @@ func TestPublishAlreadyPending(t *testing.T) {
 	if _, err := p.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+	testutil.Eventually(t, 10*time.Second, 100*time.Millisecond, func() error {
 		if err := p.PublishJob(ctx, j); err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +164,7 @@ func TestPublishBackpressure(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	s := e.setup(t, func(c *jobs.Config) { c.MaxJobs = 25 })
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	const n = 400
 
 	var mu sync.Mutex
@@ -195,7 +196,7 @@ func TestPublishBackpressure(t *testing.T) {
 	if stats.Backpressure == 0 {
 		t.Errorf("stats = %+v: the stream never filled up; the test proves nothing", stats)
 	}
-	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+	testutil.Eventually(t, 20*time.Second, 10*time.Millisecond, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(seen) < n {
@@ -216,7 +217,7 @@ func TestPublishInvalidJob(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	e.setup(t, nil)
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	p := jobs.NewPublisher(e.js, zerolog.Nop(), jobs.PublisherOptions{})
 	j := testJob("bad run", "S1")
 	if err := p.PublishJob(ctx, j); !errors.Is(err, jobs.ErrMalformed) {
@@ -236,7 +237,7 @@ func TestPublishInvalidJob(t *testing.T) {
 func TestPublishNoStreamFails(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t) // no Setup
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	p := jobs.NewPublisher(e.js, zerolog.Nop(), jobs.PublisherOptions{MaxAttempts: 2, AckTimeout: time.Second})
 	for i := range 3 {
 		if err := p.PublishJob(ctx, testJob("r1", safeName(i))); err != nil {
@@ -263,7 +264,7 @@ func TestPublishResultDedup(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	s := e.setup(t, nil)
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	j := testJob("r1", "S1")
 	r := jobs.NewResult(j, jobs.StatusApplied, time.Now().UTC())
 	dup, err := jobs.PublishResult(ctx, e.js, r)

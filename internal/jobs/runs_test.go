@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 func testRun(id string) jobs.Run {
@@ -29,7 +30,7 @@ func TestRunsCreateGetList(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	runs := e.setup(t, nil).Runs
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 
 	if err := runs.Create(ctx, testRun("r2")); err != nil {
 		t.Fatal(err)
@@ -75,7 +76,7 @@ func TestRunsUpdateConcurrent(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	runs := e.setup(t, nil).Runs
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	if err := runs.Create(ctx, testRun("r1")); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func TestLease(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	runs := e.setup(t, nil).Runs
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	const ttl = time.Second
 
 	a, err := runs.AcquireLease(ctx, "r1", "planner-a", ttl)
@@ -196,7 +197,7 @@ func TestLease(t *testing.T) {
 	// the lease after the TTL, and someone else gets it.
 	bcancel()
 	<-b2.Lost()
-	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+	testutil.Eventually(t, 10*time.Second, 100*time.Millisecond, func() error {
 		c, err := runs.AcquireLease(ctx, "r1", "planner-c", ttl)
 		if err != nil {
 			return fmt.Errorf("planner-c: %w", err)

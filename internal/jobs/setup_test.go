@@ -13,6 +13,7 @@ import (
 
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -61,7 +62,7 @@ func TestConfigValidate(t *testing.T) {
 func TestSetupIdempotent(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	s1 := e.setup(t, nil)
 	// Publish something, then set up again: nothing is lost or reset.
 	if _, err := e.js.Publish(ctx, jobs.JobSubject("r1", "a"), []byte("x")); err != nil {
@@ -134,7 +135,7 @@ func TestSetupRejectsInvalidConfig(t *testing.T) {
 	e := startEnv(t)
 	cfg := jobs.DefaultConfig()
 	cfg.MaxDeliver = 0
-	if _, err := jobs.Setup(testCtx(t, 5*time.Second), e.js, cfg); err == nil {
+	if _, err := jobs.Setup(testutil.Context(t, 5*time.Second), e.js, cfg); err == nil {
 		t.Fatal("Setup accepted MaxDeliver=0")
 	}
 }
@@ -147,7 +148,7 @@ func TestSetupCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster")
 	}
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testutil.Context(t, 60*time.Second)
 	servers, err := natsembed.StartCluster(ctx, 3, t.TempDir(), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +216,7 @@ func TestSetupCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	die()
-	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+	testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, func() error {
 		l, err := s.Runs.AcquireLease(ctx, "r1", "next", time.Second)
 		if err != nil {
 			return err

@@ -2,38 +2,12 @@ package metrics
 
 import (
 	"bufio"
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
-
-// testCtx returns a context that ends with the test or after d.
-func testCtx(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// checkFor polls fn until it returns nil or wait has passed.
-func checkFor(t testing.TB, wait, poll time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", wait, err)
-		}
-		time.Sleep(poll)
-	}
-}
 
 // exposition returns what m's /metrics answers, in the text format.
 func exposition(t testing.TB, m *Metrics) string {

@@ -9,6 +9,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	sptest "github.com/safeperm/safeperm/internal/testutil"
 )
 
 // fakeClock is a clock that only moves when told.
@@ -85,7 +87,7 @@ func TestLimiterWithRate(t *testing.T) {
 	const n, every = 4, 25 * time.Millisecond
 	m := New("w")
 	l := m.Limiter(rate.NewLimiter(rate.Every(every), 1))
-	ctx := testCtx(t, 10*time.Second)
+	ctx := sptest.Context(t, 10*time.Second)
 	start := time.Now()
 	for range n {
 		if err := l.Wait(ctx); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
 	"github.com/safeperm/safeperm/internal/secret"
+	sptest "github.com/safeperm/safeperm/internal/testutil"
 )
 
 // syncBuffer is a bytes.Buffer safe for the server's and the test's
@@ -274,7 +275,7 @@ func TestServeDrainsInFlight(t *testing.T) {
 	<-entered
 	s.cancel()
 	// New connections are refused once shutdown has begun.
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	sptest.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
 		c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
 		if err == nil {
 			c.Close()
@@ -312,7 +313,7 @@ func TestServeListenError(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			called := false
-			err := Serve(testCtx(t, 10*time.Second), tt.addr, New("").Handler(), zerolog.Nop(), func(net.Addr) { called = true })
+			err := Serve(sptest.Context(t, 10*time.Second), tt.addr, New("").Handler(), zerolog.Nop(), func(net.Addr) { called = true })
 			if err == nil || !strings.Contains(err.Error(), tt.addr) {
 				t.Errorf("Serve(%q) = %v, want an error naming the address", tt.addr, err)
 			}
@@ -344,7 +345,7 @@ func TestPAMClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := testCtx(t, 30*time.Second)
+	ctx := sptest.Context(t, 30*time.Second)
 	var first pam.Safe
 	n := 0
 	for safe, err := range c.Safes(ctx, pam.SafesOptions{}) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeperm/safeperm/internal/testutil"
 	"github.com/safeperm/safeperm/internal/throttle"
 )
 
@@ -85,14 +86,14 @@ func TestAdaptiveRecoversWhenCapacityRises(t *testing.T) {
 	wg := load(ctx, t, srv.URL, a.Wrap(testTransport()), 48)
 	defer wg.Wait()
 	defer stop()
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if l := a.Limit(); l > 8 {
 			return fmt.Errorf("limit %d, want <= 8 at capacity 6", l)
 		}
 		return nil
 	})
 	srv.capacity.Store(32)
-	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+	testutil.Eventually(t, 15*time.Second, 20*time.Millisecond, func() error {
 		if l := a.Limit(); l < 20 {
 			return fmt.Errorf("limit %d, want >= 20 after capacity rose to 32", l)
 		}
@@ -191,7 +192,7 @@ func TestAdaptiveRetryAfter(t *testing.T) {
 			})
 			ctx, stop := context.WithCancel(context.Background())
 			wg := load(ctx, t, srv.URL, a.Wrap(rec), 8)
-			checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+			testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
 				mu.Lock()
 				defer mu.Unlock()
 				if got.IsZero() || len(sends) < 50 {
@@ -247,7 +248,7 @@ func TestAdaptiveReleasesSlotsOnErrors(t *testing.T) {
 			a := throttle.NewAdaptive(throttle.AdaptiveOptions{Initial: 2, Max: 2})
 			c := &http.Client{Transport: a.Wrap(tt.rt)}
 			for range 20 {
-				req, _ := http.NewRequestWithContext(testCtx(t, time.Second), http.MethodGet, "http://example.invalid/", nil)
+				req, _ := http.NewRequestWithContext(testutil.Context(t, time.Second), http.MethodGet, "http://example.invalid/", nil)
 				if resp, err := c.Do(req); err == nil {
 					resp.Body.Close()
 				}
@@ -259,7 +260,7 @@ func TestAdaptiveReleasesSlotsOnErrors(t *testing.T) {
 			var wg sync.WaitGroup
 			for range a.Limit() {
 				wg.Go(func() {
-					req, _ := http.NewRequestWithContext(testCtx(t, time.Second), http.MethodGet, "http://example.invalid/", nil)
+					req, _ := http.NewRequestWithContext(testutil.Context(t, time.Second), http.MethodGet, "http://example.invalid/", nil)
 					if resp, err := c.Do(req); err == nil {
 						resp.Body.Close()
 					} else if ctxErr := req.Context().Err(); ctxErr != nil {
@@ -286,7 +287,7 @@ func TestAdaptiveCancelWhileWaiting(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	checkFor(t, time.Second, time.Millisecond, func() error {
+	testutil.Eventually(t, time.Second, time.Millisecond, func() error {
 		if a.InFlight() != 1 {
 			return fmt.Errorf("in flight %d", a.InFlight())
 		}
@@ -299,13 +300,13 @@ func TestAdaptiveCancelWhileWaiting(t *testing.T) {
 		t.Fatalf("RoundTrip with the only slot taken and a 50ms context: no error")
 	}
 	close(release)
-	checkFor(t, time.Second, time.Millisecond, func() error {
+	testutil.Eventually(t, time.Second, time.Millisecond, func() error {
 		if a.InFlight() != 0 {
 			return fmt.Errorf("in flight %d", a.InFlight())
 		}
 		return nil
 	})
-	req, _ = http.NewRequestWithContext(testCtx(t, time.Second), http.MethodGet, "http://example.invalid/", nil)
+	req, _ = http.NewRequestWithContext(testutil.Context(t, time.Second), http.MethodGet, "http://example.invalid/", nil)
 	if _, err := rt.RoundTrip(req); err != nil {
 		t.Fatalf("slot not given back after a cancelled wait: %v", err)
 	}

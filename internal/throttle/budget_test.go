@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeperm/safeperm/internal/testutil"
 	"github.com/safeperm/safeperm/internal/throttle"
 )
 
@@ -58,7 +59,7 @@ type testMember struct {
 func joinMember(t testing.TB, env *natsEnv, name, id string, total float64, hb time.Duration) *testMember {
 	t.Helper()
 	js, closeConn := env.js(t)
-	b, err := throttle.JoinBudget(testCtx(t, 10*time.Second), js, throttle.BudgetOptions{
+	b, err := throttle.JoinBudget(testutil.Context(t, 10*time.Second), js, throttle.BudgetOptions{
 		Name: name, WorkerID: id, Total: total, Heartbeat: hb, Logger: testLogger(t),
 	})
 	if err != nil {
@@ -171,7 +172,7 @@ func TestBudgetAggregateRate10s(t *testing.T) {
 				m.run(g, 4)
 				time.Sleep(750 * time.Millisecond)
 				m.halt()
-				if err := m.b.Close(testCtx(t, 5*time.Second)); err != nil {
+				if err := m.b.Close(testutil.Context(t, 5*time.Second)); err != nil {
 					t.Fatal(err)
 				}
 				time.Sleep(750 * time.Millisecond)
@@ -193,7 +194,7 @@ func TestBudgetMemberLeaves(t *testing.T) {
 		ms = append(ms, joinMember(t, env, "leave", fmt.Sprintf("w%d", i), total, 0))
 	}
 	checkShares(t, ms, total/3)
-	if err := ms[2].b.Close(testCtx(t, 5*time.Second)); err != nil {
+	if err := ms[2].b.Close(testutil.Context(t, 5*time.Second)); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	if err := ms[2].b.Wait(context.Background()); !errors.Is(err, throttle.ErrClosed) {
@@ -207,7 +208,7 @@ func TestBudgetMemberLeaves(t *testing.T) {
 // checkShares waits until every member's share is want.
 func checkShares(t *testing.T, ms []*testMember, want float64) {
 	t.Helper()
-	checkFor(t, 3*time.Second, time.Millisecond, func() error {
+	testutil.Eventually(t, 3*time.Second, time.Millisecond, func() error {
 		for i, m := range ms {
 			if got := m.b.Share(); math.Abs(got-want) > 1e-9 {
 				return fmt.Errorf("member %d share %v, want %v (members %d)", i, got, want, m.b.Members())
@@ -232,7 +233,7 @@ func TestBudgetMemberCrash(t *testing.T) {
 	crashed := time.Now()
 	ms[2].close()
 	var fenced, grown time.Duration
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	testutil.Eventually(t, 5*time.Second, time.Millisecond, func() error {
 		if fenced == 0 && ms[2].b.Share() == 0 {
 			fenced = time.Since(crashed)
 		}
@@ -304,14 +305,14 @@ func TestBudgetTotal(t *testing.T) {
 			name := fmt.Sprintf("total%d", i)
 			js, _ := env.js(t)
 			if tt.kv != nil {
-				if err := throttle.SetTotal(testCtx(t, 5*time.Second), js, name, *tt.kv, 1); err != nil {
+				if err := throttle.SetTotal(testutil.Context(t, 5*time.Second), js, name, *tt.kv, 1); err != nil {
 					t.Fatal(err)
 				}
 			}
 			ms := []*testMember{joinMember(t, env, name, "a", tt.own, 0), joinMember(t, env, name, "b", tt.own, 0)}
 			checkShares(t, ms, tt.wantShare)
 			if math.IsInf(tt.wantShare, 1) {
-				ctx := testCtx(t, time.Second)
+				ctx := testutil.Context(t, time.Second)
 				for range 1000 {
 					if err := ms[0].b.Wait(ctx); err != nil {
 						t.Fatalf("unlimited Wait: %v", err)
@@ -320,11 +321,11 @@ func TestBudgetTotal(t *testing.T) {
 			}
 			// Changing the run's total applies to running members; clearing
 			// it restores their own.
-			if err := throttle.SetTotal(testCtx(t, 5*time.Second), js, name, 50, 1); err != nil {
+			if err := throttle.SetTotal(testutil.Context(t, 5*time.Second), js, name, 50, 1); err != nil {
 				t.Fatal(err)
 			}
 			checkShares(t, ms, 25)
-			if err := throttle.ClearTotal(testCtx(t, 5*time.Second), js, name); err != nil {
+			if err := throttle.ClearTotal(testutil.Context(t, 5*time.Second), js, name); err != nil {
 				t.Fatal(err)
 			}
 			want := tt.own / 2
@@ -343,7 +344,7 @@ func TestBudgetDuplicateWorkerID(t *testing.T) {
 	env := startNATS(t)
 	joinMember(t, env, "dup", "same", 10, 100*time.Millisecond)
 	js, _ := env.js(t)
-	_, err := throttle.JoinBudget(testCtx(t, 5*time.Second), js, throttle.BudgetOptions{
+	_, err := throttle.JoinBudget(testutil.Context(t, 5*time.Second), js, throttle.BudgetOptions{
 		Name: "dup", WorkerID: "same", Total: 10, Heartbeat: 100 * time.Millisecond, Logger: testLogger(t),
 	})
 	if !errors.Is(err, throttle.ErrWorkerIDInUse) {
@@ -367,7 +368,7 @@ func TestBudgetOptionsValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := throttle.JoinBudget(testCtx(t, 5*time.Second), js, tt.o)
+			_, err := throttle.JoinBudget(testutil.Context(t, 5*time.Second), js, tt.o)
 			if err == nil || !contains(err.Error(), tt.want) {
 				t.Errorf("JoinBudget(%+v) = %v, want an error about %q", tt.o, err, tt.want)
 			}

@@ -13,32 +13,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
-
-// checkFor calls fn every poll until it returns nil or wait has passed,
-// then fails the test with fn's last error.
-func checkFor(t testing.TB, wait, poll time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	var err error
-	for {
-		if err = fn(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", wait, err)
-		}
-		time.Sleep(poll)
-	}
-}
-
-// testCtx returns a context that ends with the test or after d.
-func testCtx(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // testLogger returns a logger writing to the test log at warn level and up.
 func testLogger(t testing.TB) zerolog.Logger {
@@ -53,7 +29,7 @@ type natsEnv struct {
 
 func startNATS(t testing.TB) *natsEnv {
 	t.Helper()
-	srv, err := natsembed.Start(testCtx(t, 20*time.Second), natsembed.Options{StoreDir: t.TempDir()})
+	srv, err := natsembed.Start(testutil.Context(t, 20*time.Second), natsembed.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,35 +12,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/jobs"
-	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/natsembed/natstest"
 	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/testutil"
 	"github.com/safeperm/safeperm/internal/watch"
 )
-
-// checkFor calls fn every poll until it returns nil or wait has passed,
-// then fails the test with fn's last error.
-func checkFor(t testing.TB, wait, poll time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", wait, err)
-		}
-		time.Sleep(poll)
-	}
-}
-
-// testCtx returns a context that ends with the test or after d.
-func testCtx(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // env is an embedded server with safeperm's streams set up.
 type env struct {
@@ -52,29 +28,8 @@ type env struct {
 // dir), connects and runs jobs.Setup. Torn down with the test.
 func startEnv(t testing.TB) *env {
 	t.Helper()
-	ctx := testCtx(t, 20*time.Second)
-	srv, err := natsembed.Start(ctx, natsembed.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := jobs.Connect(ctx, jobs.ConnectOptions{InProcess: srv, Name: "watch-test"})
-	if err != nil {
-		srv.Shutdown()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		nc.Close()
-		srv.Shutdown()
-	})
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	streams, err := jobs.Setup(ctx, js, jobs.DefaultConfig())
-	if err != nil {
-		t.Fatalf("Setup: %v", err)
-	}
-	return &env{js: js, streams: streams}
+	e := natstest.Start(t, "")
+	return &env{js: e.JS, streams: e.Setup(t, nil)}
 }
 
 var testPerms = pam.Perms(pam.ListAccounts, pam.UnlockAccounts)
@@ -86,7 +41,7 @@ func (e *env) createRun(t testing.TB, run jobs.Run) {
 		run.Params.Member = jobs.MemberRef{Name: "PSMAppUsers", Type: "Group"}
 		run.Params.Permissions = testPerms
 	}
-	if err := e.streams.Runs.Create(testCtx(t, 5*time.Second), run); err != nil {
+	if err := e.streams.Runs.Create(testutil.Context(t, 5*time.Second), run); err != nil {
 		t.Fatalf("create run: %v", err)
 	}
 }
@@ -94,7 +49,7 @@ func (e *env) createRun(t testing.TB, run jobs.Run) {
 // update changes the run record.
 func (e *env) update(t testing.TB, id string, fn func(*jobs.Run)) {
 	t.Helper()
-	if _, err := e.streams.Runs.Update(testCtx(t, 5*time.Second), id, func(r *jobs.Run) error { fn(r); return nil }); err != nil {
+	if _, err := e.streams.Runs.Update(testutil.Context(t, 5*time.Second), id, func(r *jobs.Run) error { fn(r); return nil }); err != nil {
 		t.Fatalf("update run: %v", err)
 	}
 }
@@ -108,7 +63,7 @@ type res struct {
 // publish publishes one result per res for run.
 func (e *env) publish(t testing.TB, run string, mode jobs.Mode, rs ...res) {
 	t.Helper()
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	for _, x := range rs {
 		r := jobs.Result{
 			V: jobs.Version, Run: run, Mode: mode, Safe: jobs.SafeRef{URLID: x.safe, Name: x.safe},

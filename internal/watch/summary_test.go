@@ -12,6 +12,7 @@ import (
 
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/testutil"
 	"github.com/safeperm/safeperm/internal/watch"
 )
 
@@ -159,7 +160,7 @@ func TestStreamCounts(t *testing.T) {
 	e := startEnv(t)
 	e.publish(t, "r1", jobs.ModeApply, append(many("ok", 3, jobs.StatusApplied), res{"bad", jobs.StatusFailed})...)
 	e.publish(t, "r2", jobs.ModeCheck, res{"x", jobs.StatusDrift})
-	count := watch.StreamCounts(testCtx(t, 5*time.Second), e.js)
+	count := watch.StreamCounts(testutil.Context(t, 5*time.Second), e.js)
 	tests := []struct {
 		run  string
 		want map[jobs.Status]int

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/testutil"
 	"github.com/safeperm/safeperm/internal/watch"
 )
 
@@ -78,7 +79,7 @@ func TestWatchOutcome(t *testing.T) {
 				seen[r.Safe.Name]++
 				mu.Unlock()
 			}
-			out, err := watch.Watch(testCtx(t, 5*time.Second), e.js, id, o)
+			out, err := watch.Watch(testutil.Context(t, 5*time.Second), e.js, id, o)
 			if err != nil {
 				t.Fatalf("Watch: %v", err)
 			}
@@ -121,11 +122,11 @@ func TestWatchJoinMidway(t *testing.T) {
 	e.publish(t, id, jobs.ModeApply, many("early", 6, jobs.StatusApplied)...)
 
 	buf := &syncBuffer{}
-	wait := watchAsync(testCtx(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewPlain))
+	wait := watchAsync(testutil.Context(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewPlain))
 	// Planning is not done: Watch must not end even though it has every
 	// result the record accounts for so far, and says the total is
 	// provisional.
-	checkFor(t, 3*time.Second, 20*time.Millisecond, func() error {
+	testutil.Eventually(t, 3*time.Second, 20*time.Millisecond, func() error {
 		if out := buf.String(); !strings.Contains(out, "6/10+ (60.0%, planning)") {
 			return fmt.Errorf("output so far:\n%s", out)
 		}
@@ -161,8 +162,8 @@ func TestWatchPlainOutput(t *testing.T) {
 	e.publish(t, id, jobs.ModeApply, append(many("ok", 2, jobs.StatusApplied), res{"Fin\nance =1", jobs.StatusFailed})...)
 
 	buf := &syncBuffer{}
-	wait := watchAsync(testCtx(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewPlain))
-	checkFor(t, 3*time.Second, 20*time.Millisecond, func() error {
+	wait := watchAsync(testutil.Context(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewPlain))
+	testutil.Eventually(t, 3*time.Second, 20*time.Millisecond, func() error {
 		if out := buf.String(); !strings.Contains(out, "run plain: 3/4 (75.0%)") {
 			return fmt.Errorf("no progress line in:\n%s", out)
 		}
@@ -203,8 +204,8 @@ func TestWatchJSONOutput(t *testing.T) {
 	e.publish(t, id, jobs.ModeCheck, res{"a", jobs.StatusUnchanged}, res{"b", jobs.StatusDrift})
 
 	buf := &syncBuffer{}
-	wait := watchAsync(testCtx(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewJSON))
-	checkFor(t, 3*time.Second, 20*time.Millisecond, func() error {
+	wait := watchAsync(testutil.Context(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewJSON))
+	testutil.Eventually(t, 3*time.Second, 20*time.Millisecond, func() error {
 		if !strings.Contains(buf.String(), `"done":2`) {
 			return errors.New("no line with done 2 yet")
 		}
@@ -269,7 +270,7 @@ func TestWatchBarOutput(t *testing.T) {
 	e.createRun(t, jobs.Run{ID: id, Mode: jobs.ModeApply, State: jobs.RunRunning, Planned: 3, Published: 3, PlanningDone: true})
 	e.publish(t, id, jobs.ModeApply, res{"a", jobs.StatusApplied}, res{"b", jobs.StatusConflict}, res{"c", jobs.StatusApplied})
 	buf := &syncBuffer{}
-	out, err := watch.Watch(testCtx(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewBar))
+	out, err := watch.Watch(testutil.Context(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewBar))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +302,7 @@ func TestWatchRunEnded(t *testing.T) {
 			e.createRun(t, jobs.Run{ID: id, Mode: jobs.ModeApply, Planned: 5, Published: 2})
 			e.publish(t, id, jobs.ModeApply, res{"a", jobs.StatusApplied})
 			buf := &syncBuffer{}
-			wait := watchAsync(testCtx(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewPlain))
+			wait := watchAsync(testutil.Context(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewPlain))
 			e.update(t, id, func(r *jobs.Run) { r.State, r.Error = tt.state, tt.errText })
 			out, err := wait()
 			if !errors.Is(err, watch.ErrRunFailed) {
@@ -343,7 +344,7 @@ func TestWatchRunRecordLate(t *testing.T) {
 			o := e.opts(nil, watch.ViewNone)
 			o.WaitForRun = tt.wait
 			start := time.Now()
-			wait := watchAsync(testCtx(t, 5*time.Second), e.js, id, o)
+			wait := watchAsync(testutil.Context(t, 5*time.Second), e.js, id, o)
 			if tt.create {
 				time.Sleep(200 * time.Millisecond) // the planner is slow to create the record
 				e.createRun(t, jobs.Run{ID: id, Mode: jobs.ModeApply, State: jobs.RunRunning, Planned: 1, Published: 1, PlanningDone: true})
