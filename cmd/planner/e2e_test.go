@@ -371,7 +371,6 @@ func TestRollback(t *testing.T) {
 	if !strings.Contains(out, "rollback of run to-undo") {
 		t.Errorf("output: %s", out)
 	}
-	_ = jobs.ModeRollback
 }
 
 // readRun opens the embedded server's data directory and reads a run

@@ -95,10 +95,10 @@ func TestWorkerRunConverges(t *testing.T) {
 	wait := runWorker(t, ctx, env, c, Config{Concurrency: 6, Retry: fastRetry()})
 	defer func() { cancel(); wait() }()
 
-	want := publishAll(t, env, srv, "run-a", jobs.ModeApply)
-	got := collect(t, env, "run-a", len(want), 30*time.Second)
+	safes := publishAll(t, env, srv, "run-a", jobs.ModeApply)
+	got := collect(t, env, "run-a", len(safes), 30*time.Second)
 
-	for name, in := range want {
+	for name, in := range safes {
 		r := got[name]
 		var ws jobs.Status
 		switch {
@@ -117,16 +117,14 @@ func TestWorkerRunConverges(t *testing.T) {
 		}
 		st, _ := srv.SafeState(name)
 		m, ok := st.Member(pamtest.PSMAppUsers)
-		if ws != jobs.StatusFailed && (!ok || m.Permissions != in.PSMPermissions|want0) {
-			t.Errorf("%s: vault holds %v, want %s", name, m.Permissions, in.PSMPermissions|want0)
+		if ws != jobs.StatusFailed && (!ok || m.Permissions != in.PSMPermissions|want) {
+			t.Errorf("%s: vault holds %v, want %s", name, m.Permissions, in.PSMPermissions|want)
 		}
 	}
 	if n, _ := env.streams.Jobs.Info(context.Background()); n.State.Msgs != 0 {
 		t.Errorf("%d jobs left in the work queue", n.State.Msgs)
 	}
 }
-
-var want0 = want
 
 func fastRetry() RetryPolicy {
 	return RetryPolicy{Attempts: 2, Base: time.Millisecond, Max: 5 * time.Millisecond,
