@@ -189,7 +189,9 @@ func (d Directive) Validate() error {
 
 // SameMember reports whether two member names are the same member: the
 // Vault compares them ignoring case.
-func SameMember(a, b string) bool { return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b)) }
+func SameMember(a, b string) bool {
+	return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
+}
 
 // Effect is what one directive does to one member, as far as it is known
 // without reading the Safe: the flags it sets true (Set), the flags it sets
