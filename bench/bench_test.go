@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"iter"
 	"net/url"
 	"os"
 	"os/exec"
@@ -22,6 +23,7 @@ import (
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/policy"
 	"github.com/safeperm/safeperm/internal/worker"
 )
 
@@ -206,6 +208,9 @@ type noopPVWA struct{}
 func (noopPVWA) Member(_ context.Context, safe, name string) (pam.Member, error) {
 	return pam.Member{SafeURLID: safe, Name: name, Type: "Group", Permissions: wantPerms}, nil
 }
+func (noopPVWA) Members(context.Context, string, ...pam.MembersOptions) iter.Seq2[pam.Member, error] {
+	return func(func(pam.Member, error) bool) {}
+}
 func (noopPVWA) AddMember(context.Context, string, pam.NewMember) (pam.Member, error) {
 	return pam.Member{}, errors.New("noop PVWA: unexpected write")
 }
@@ -249,7 +254,7 @@ func BenchmarkPipelineOverhead(b *testing.B) {
 		for i := range all {
 			name := fmt.Sprintf("Safe %07d", i)
 			all[i] = jobs.Job{V: jobs.Version, Run: run, Mode: jobs.ModeApply, Safe: jobs.SafeRef{URLID: url.PathEscape(name), Name: name},
-				Member: member, Permissions: wantPerms, Created: time.Now().UTC()}
+				Rules: []policy.Directive{{Rule: "psm-unlock", Member: member, Action: policy.ActionGrant, Permissions: wantPerms}}, Created: time.Now().UTC()}
 		}
 		start := time.Now()
 		pub := jobs.NewPublisher(st.js, zerolog.Nop(), jobs.PublisherOptions{})

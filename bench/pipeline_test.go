@@ -20,6 +20,7 @@ import (
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
 	"github.com/safeperm/safeperm/internal/planner"
+	"github.com/safeperm/safeperm/internal/policy"
 	"github.com/safeperm/safeperm/internal/scope"
 	"github.com/safeperm/safeperm/internal/secret"
 	"github.com/safeperm/safeperm/internal/throttle"
@@ -232,9 +233,10 @@ func runPipeline(b testing.TB, sim *pamtest.Server, spec runSpec) runOutcome {
 	}()
 
 	run := jobs.NewRunID(time.Now())
-	p := planner.Plan{Run: run, Mode: jobs.ModeApply, Member: member, Permissions: wantPerms,
+	p := planner.Plan{Run: run, Mode: jobs.ModeApply, Policy: policy.FromFlags(member, wantPerms),
 		Filter: scope.Filter{Internal: scope.NewInternal(nil, nil)}, Logger: log}
-	params := jobs.RunParams{Member: member, Permissions: wantPerms, PlannerHost: "bench"}
+	params := jobs.RunParams{Member: member, Permissions: wantPerms, PlannerHost: "bench",
+		Policy: &jobs.PolicyParams{Digest: policy.FromFlags(member, wantPerms).Digest()}}
 	start := time.Now()
 	_, sum, err := planner.Start(ctx, st.js, st.streams, planner.SafesSource(client), p, params, "bench")
 	if err != nil {

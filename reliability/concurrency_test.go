@@ -12,6 +12,7 @@ import (
 
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/policy"
 )
 
 // TestConcurrentPlanners starts two planners at the same moment for the
@@ -110,7 +111,8 @@ func TestConcurrentWorkersSameSafe(t *testing.T) {
 	for _, in := range targets {
 		for _, r := range runs {
 			j := jobs.Job{V: jobs.Version, Run: r, Mode: jobs.ModeApply, Safe: jobs.SafeRef{URLID: in.URLID, Name: in.Name},
-				Member: jobs.MemberRef{Name: pamtest.PSMAppUsers, Type: "Group", SearchIn: "Vault"}, Permissions: wantPerms, Created: time.Now().UTC()}
+				Rules: []policy.Directive{{Rule: "psm-unlock", Member: jobs.MemberRef{Name: pamtest.PSMAppUsers, Type: "Group", SearchIn: "Vault"},
+					Action: policy.ActionGrant, Permissions: wantPerms}}, Created: time.Now().UTC()}
 			if err := pub.PublishJob(ctx, j); err != nil {
 				t.Fatal(err)
 			}

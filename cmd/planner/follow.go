@@ -174,7 +174,7 @@ func rollbackCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdo
 		return cliconf.Usagef("want one run id: planner rollback RUN")
 	}
 	cfg.rollbackOf = fs.Arg(0)
-	return planRun(ctx, &cfg, getenv, stdout, stderr)
+	return planRun(ctx, &cfg, setFlags(fs), getenv, stdout, stderr)
 }
 
 // helpOK turns -h into success.

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/planner"
+	"github.com/safeperm/safeperm/internal/policy"
 	"github.com/safeperm/safeperm/internal/report"
 	"github.com/safeperm/safeperm/internal/scope"
 	"github.com/safeperm/safeperm/internal/throttle"
@@ -32,8 +34,8 @@ type runSettings struct {
 	pvwa        cliconf.PVWASettings
 	nats        cliconf.NATSSettings
 	mode        jobs.Mode
-	member      jobs.MemberRef
-	perms       pam.PermSet
+	policy      *policy.Policy
+	params      jobs.RunParams // what the run record says was asked
 	filter      scope.Filter
 	reportFmt   report.Format
 	runID       string
@@ -43,7 +45,7 @@ type runSettings struct {
 
 // resolve checks every flag and reads the scope files, reporting every
 // problem at once as a usage error before anything connects.
-func (cfg *runConfig) resolve(getenv cliconf.Getenv) (*runSettings, error) {
+func (cfg *runConfig) resolve(getenv cliconf.Getenv, set map[string]bool) (*runSettings, error) {
 	var probs cliconf.Problems
 	s := &runSettings{}
 	var err error
@@ -54,11 +56,11 @@ func (cfg *runConfig) resolve(getenv cliconf.Getenv) (*runSettings, error) {
 		probs.AddErr(err)
 	}
 	if cfg.rollbackOf != "" {
-		// Mode, member and permissions come from the run being undone.
+		// What to restore comes from the results of the run being undone.
 		if err := jobs.CheckRunID(cfg.rollbackOf); err != nil {
 			probs.Add("RUN", cfg.rollbackOf, err)
 		}
-		cfg.Mode, cfg.Member, cfg.MemberType, cfg.Permissions = string(jobs.ModeRollback), "-", "Group", "listAccounts"
+		cfg.Mode = string(jobs.ModeRollback)
 	}
 	switch m := jobs.Mode(strings.ToLower(cfg.Mode)); m {
 	case jobs.ModeApply, jobs.ModeCheck:
@@ -72,23 +74,8 @@ func (cfg *runConfig) resolve(getenv cliconf.Getenv) (*runSettings, error) {
 	default:
 		probs.Addf("mode", cfg.Mode, "want apply or check")
 	}
-	if strings.TrimSpace(cfg.Member) == "" {
-		probs.Addf("member", cfg.Member, "must not be empty")
-	}
-	mt := ""
-	for _, t := range []string{"User", "Group", "Role"} {
-		if strings.EqualFold(cfg.MemberType, t) {
-			mt = t
-		}
-	}
-	if mt == "" {
-		probs.Addf("member-type", cfg.MemberType, "want User, Group or Role")
-	}
-	s.member = jobs.MemberRef{Name: strings.TrimSpace(cfg.Member), Type: mt, SearchIn: cfg.SearchIn}
-	if s.perms, err = pam.ParsePermSet(cfg.Permissions); err != nil {
-		probs.Add("permissions", cfg.Permissions, err)
-	} else if s.perms.Len() == 0 {
-		probs.Addf("permissions", cfg.Permissions, "name at least one permission")
+	if cfg.rollbackOf == "" {
+		cfg.resolvePolicy(s, set, &probs)
 	}
 	if cfg.Report != "" {
 		if s.reportFmt, err = report.FormatFromPath(cfg.Report); err != nil {
@@ -143,8 +130,81 @@ func (cfg *runConfig) resolve(getenv cliconf.Getenv) (*runSettings, error) {
 	return s, nil
 }
 
-func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout, stderr io.Writer) error {
-	s, err := cfg.resolve(getenv)
+// resolvePolicy reads --policy, or makes the one-rule policy of --member
+// and --permissions, and checks that removals are allowed.
+func (cfg *runConfig) resolvePolicy(s *runSettings, set map[string]bool, probs *cliconf.Problems) {
+	if cfg.Policy != "" {
+		for _, f := range []string{"member", "member-type", "search-in", "permissions"} {
+			if set[f] {
+				probs.Addf(f, "", "not with --policy: the policy file names its members and flags")
+			}
+		}
+		p, err := policy.Load(cfg.Policy, policy.Options{APIUser: cfg.PVWA.User, CPMs: cfg.CPM})
+		if err != nil {
+			addAll(probs, err)
+			return
+		}
+		s.policy = p
+		if rm := p.Removals(); len(rm) > 0 && !cfg.AllowRemovals {
+			probs.Addf("policy", cfg.Policy, "rules %s remove members from Safes; run with --allow-removals to let them", quoteAll(rm))
+		}
+		s.params.Policy = &jobs.PolicyParams{File: cfg.Policy, Digest: p.Digest(), Rules: ruleNames(p), AllowRemovals: cfg.AllowRemovals}
+		return
+	}
+	if strings.TrimSpace(cfg.Member) == "" {
+		probs.Addf("member", cfg.Member, "must not be empty")
+	}
+	mt := ""
+	for _, t := range []string{"User", "Group", "Role"} {
+		if strings.EqualFold(cfg.MemberType, t) {
+			mt = t
+		}
+	}
+	if mt == "" {
+		probs.Addf("member-type", cfg.MemberType, "want User, Group or Role")
+	}
+	member := jobs.MemberRef{Name: strings.TrimSpace(cfg.Member), Type: mt, SearchIn: cfg.SearchIn}
+	perms, err := pam.ParsePermSet(cfg.Permissions)
+	if err != nil {
+		probs.Add("permissions", cfg.Permissions, err)
+	} else if perms.Len() == 0 {
+		probs.Addf("permissions", cfg.Permissions, "name at least one permission")
+	}
+	s.policy = policy.FromFlags(member, perms)
+	s.params.Member, s.params.Permissions = member, perms
+	s.params.Policy = &jobs.PolicyParams{Digest: s.policy.Digest(), Rules: ruleNames(s.policy)}
+}
+
+// addAll records each problem of a list (a policy file's problems, one per
+// line with its position) separately.
+func addAll(probs *cliconf.Problems, err error) {
+	if l, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range l.Unwrap() {
+			probs.AddErr(e)
+		}
+		return
+	}
+	probs.AddErr(err)
+}
+
+func ruleNames(p *policy.Policy) []string {
+	out := make([]string, len(p.Rules))
+	for i, r := range p.Rules {
+		out[i] = r.Name
+	}
+	return out
+}
+
+func quoteAll(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
+}
+
+func planRun(ctx context.Context, cfg *runConfig, set map[string]bool, getenv cliconf.Getenv, stdout, stderr io.Writer) error {
+	s, err := cfg.resolve(getenv, set)
 	if err != nil {
 		return err
 	}
@@ -221,8 +281,9 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 		}
 	}
 
-	params := jobs.RunParams{Member: s.member, Permissions: s.perms, Include: s.includeFile, Exclude: s.excludeFile,
-		PVWAHost: hostOf(s.pvwa.URL), PlannerHost: holder, Rate: cfg.Rate}
+	params := s.params
+	params.Include, params.Exclude = s.includeFile, s.excludeFile
+	params.PVWAHost, params.PlannerHost, params.Rate = hostOf(s.pvwa.URL), holder, cfg.Rate
 	src := planner.SafesSource(client)
 	if cfg.rollbackOf != "" {
 		orig, _, err := env.streams.Runs.Get(ctx, cfg.rollbackOf)
@@ -235,15 +296,13 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 		case !orig.State.Final():
 			return &cliconf.ExitError{Code: cliconf.ExitUsage, Err: fmt.Errorf("rollback %s: the run is still %s; wait for it to end", orig.ID, orig.State)}
 		}
-		s.member, s.perms = orig.Params.Member, orig.Params.Permissions
-		params.Member, params.Permissions, params.RollbackOf = s.member, s.perms, orig.ID
-		params.Include, params.Exclude = "", ""
-		src = planner.RollbackSource(env.js, orig.ID)
-		fmt.Fprintf(stdout, "run %s: rollback of run %s (%s for %s), only where nothing changed since\n", s.runID, orig.ID, s.perms, s.member.Name)
+		params = jobs.RunParams{RollbackOf: orig.ID, PVWAHost: params.PVWAHost, PlannerHost: holder, Rate: cfg.Rate}
+		src = planner.RollbackSource(env.js, orig.ID, orig.Params.Member)
+		fmt.Fprintf(stdout, "run %s: rollback of run %s (%s), only where nothing changed since\n", s.runID, orig.ID, runWhat(orig.Params))
 	} else {
-		fmt.Fprintf(stdout, "run %s: %s %s for %s on every Safe in scope\n", s.runID, s.mode, s.perms, s.member.Name)
+		fmt.Fprintf(stdout, "run %s: %s %s on every Safe in scope\n", s.runID, s.mode, runWhat(params))
 	}
-	p := planner.Plan{Run: s.runID, Mode: s.mode, Member: s.member, Permissions: s.perms, Filter: s.filter, Logger: log}
+	p := planner.Plan{Run: s.runID, Mode: s.mode, Policy: s.policy, Filter: s.filter, Logger: log}
 
 	watching := cfg.Watch.or(s.nats.Embedded()) || cfg.Report != ""
 	var (
@@ -346,6 +405,18 @@ func startWorkers(ctx context.Context, wg *sync.WaitGroup, env *natsEnv, client 
 		}
 	}()
 	return nil
+}
+
+// runWhat says what a run applies: its policy file and rules, or the
+// member and flags of --member and --permissions.
+func runWhat(p jobs.RunParams) string {
+	switch {
+	case p.Policy != nil && p.Policy.File != "":
+		return fmt.Sprintf("policy %s (rules %s)", p.Policy.File, strings.Join(p.Policy.Rules, ", "))
+	case p.Member.Name != "":
+		return fmt.Sprintf("%s for %s", p.Permissions, p.Member.Name)
+	}
+	return "its policy"
 }
 
 func viewMode(json bool) watch.ViewMode {

@@ -14,24 +14,27 @@ import (
 
 // runConfig is everything `planner run` is told.
 type runConfig struct {
-	PVWA        cliconf.PVWA
-	NATS        cliconf.NATS
-	Log         cliconf.Log
-	Mode        string
-	Member      string
-	MemberType  string
-	SearchIn    string
-	Permissions string
-	Include     string
-	Exclude     string
-	CPM         cliconf.StringList
-	Report      string
-	Watch       triBool
-	RunID       string
-	DataDir     string
-	Workers     int
-	Concurrency int
-	Rate        float64
+	PVWA   cliconf.PVWA
+	NATS   cliconf.NATS
+	Log    cliconf.Log
+	Mode   string
+	Policy string
+	// AllowRemovals lets a policy remove members (absent, removeSource).
+	AllowRemovals bool
+	Member        string
+	MemberType    string
+	SearchIn      string
+	Permissions   string
+	Include       string
+	Exclude       string
+	CPM           cliconf.StringList
+	Report        string
+	Watch         triBool
+	RunID         string
+	DataDir       string
+	Workers       int
+	Concurrency   int
+	Rate          float64
 	// EmbeddedListen makes the embedded server accept TCP clients too.
 	EmbeddedListen string
 	JSON           bool
@@ -47,6 +50,8 @@ func newRunFlags(cfg *runConfig, out io.Writer) *cliconf.FlagSet {
 	fs := cliconf.NewFlagSet("planner run", "planner run --pvwa-url URL --user NAME [--nats-url URL] [flags]", out)
 	registerExec(fs, cfg)
 	fs.StringVar(&cfg.Mode, "mode", "apply", "apply: grant what is missing; check: report drift, write nothing (exit 3 on drift)")
+	fs.StringVar(&cfg.Policy, "policy", "", "policy file (YAML) of the rules to apply; instead of --member and --permissions (see docs/policy.md)")
+	fs.BoolVar(&cfg.AllowRemovals, "allow-removals", false, "let the policy remove members (rules with absent or removeSource); refused without it")
 	fs.StringVar(&cfg.Member, "member", "PSMAppUsers", "the Safe member to ensure")
 	fs.StringVar(&cfg.MemberType, "member-type", "Group", "its type: User|Group|Role")
 	fs.StringVar(&cfg.SearchIn, "search-in", "Vault", "where the PVWA finds the member when it is added: Vault or a directory name")
@@ -86,7 +91,15 @@ func runCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, s
 	if fs.NArg() > 0 {
 		return cliconf.Usagef("unexpected arguments: %v", fs.Args())
 	}
-	return planRun(ctx, &cfg, getenv, stdout, stderr)
+	return planRun(ctx, &cfg, setFlags(fs), getenv, stdout, stderr)
+}
+
+// setFlags returns the names of the flags set on the command line or by
+// their variables.
+func setFlags(fs *cliconf.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
 }
 
 // triBool is a boolean flag that also knows whether it was set.

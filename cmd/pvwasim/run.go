@@ -73,6 +73,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.Uint64Var(&o.Seed, "seed", 0, "vault seed: the same seed gives the same vault")
 	fs.StringVar(&c.internal, "internal", "auto", "built-in Safes: auto (when --safes >= 100), on or off")
 	fs.IntVar(&o.BigMemberCount, "big-members", pamtest.DefaultBigMemberCount, "members of the big Safes")
+	fs.BoolVar(&o.PolicyMembers, "policy-members", false, "seed the principals of the policy examples (Security Auditors, HelpDesk, LinuxAdmins, Domain Ops Admins, NEWCORP Ops Admins, jdoe, a second CPM PasswordManager_Linux) and DB-/db.test. Safes")
 	fs.Float64Var(&c.quotedCreation, "quoted-creation-time", 0, "fraction of Safes whose creationTime is a quoted string")
 	fs.StringVar(&o.AdminUser, "admin-user", pamtest.DefaultAdminUser, "name of the API user (password: $"+envPrefix+"ADMIN_PASSWORD or --admin-password-file)")
 	fs.StringVar(&c.passwordFile, "admin-password-file", "", "file holding the API user's password")

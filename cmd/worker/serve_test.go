@@ -20,6 +20,7 @@ import (
 	"github.com/safeperm/safeperm/internal/natsembed/natstest"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/policy"
 )
 
 func freeAddr(t *testing.T) string {
@@ -98,8 +99,8 @@ func TestWorkerCommand(t *testing.T) {
 			want[jobs.StatusApplied]++
 		}
 		if err := p.PublishJob(ctx, jobs.Job{V: jobs.Version, Run: "cmd-run", Mode: jobs.ModeApply,
-			Safe: jobs.SafeRef{URLID: in.URLID, Name: in.Name}, Member: jobs.MemberRef{Name: pamtest.PSMAppUsers, Type: "Group"},
-			Permissions: perms}); err != nil {
+			Safe: jobs.SafeRef{URLID: in.URLID, Name: in.Name}, Rules: []policy.Directive{{Rule: "psm-unlock",
+				Member: jobs.MemberRef{Name: pamtest.PSMAppUsers, Type: "Group"}, Action: policy.ActionGrant, Permissions: perms}}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -38,6 +38,7 @@
 //	KV bucket        key     value                                         settings
 //	safeperm_runs    <run>   Run record (JSON)                             History 5, TTL 30d (= ResultsMaxAge)
 //	safeperm_leases  <run>   {"holder","acquired","renewed"} (JSON)        History 1, per-key TTL (LimitMarkerTTL 1m)
+//	safeperm_intents <run>.<safeKey>  {"v":2,"members":[{"name","before"|"absent"}]}  a worker's write intent (Intents)
 //
 // Leases live in their own bucket because per-key TTLs only expire in a
 // bucket with History 1 (verified on nats-server 2.15.2).
@@ -60,76 +61,109 @@
 //
 // # Messages
 //
-// All messages are JSON with "v":1. Readers reject another major version or
-// a missing required field (errors wrap ErrMalformed) and ignore unknown
-// fields, so fields can be added without a version bump. Permission sets
-// are lists of Gen2 flag names in canonical order (pam.PermSet); the PVWA
-// object form {"listAccounts":true,...} is also accepted on input. Times
-// are RFC 3339 in UTC.
+// All messages are JSON with "v":2 (version 2 carries policy rules: a job
+// holds every rule that applies to its Safe, a result one entry per
+// member). Readers reject another major version or a missing required
+// field (errors wrap ErrMalformed) and ignore unknown fields, so fields can
+// be added without a version bump. A worker refuses a job of version 1
+// (an older planner's) as malformed: it is dead-lettered with the reason
+// "unsupported version 1 (this build reads 2)". Results and run records of
+// version 1 are still read, converted, so reports and rollbacks of runs
+// made before an upgrade work. Permission sets are lists of Gen2 flag names
+// in canonical order (pam.PermSet); the PVWA object form
+// {"listAccounts":true,...} is also accepted on input. Times are RFC 3339
+// in UTC.
 //
 // Job (subject safeperm.jobs.<run>.<safeKey>):
 //
-//	{"v":1,"run":"20261123T094512Z-3f9a2c","mode":"apply",
+//	{"v":2,"run":"20261123T094512Z-3f9a2c","mode":"apply",
 //	 "safe":{"urlId":"Linux%20Root","name":"Linux Root"},
-//	 "member":{"name":"PSMAppUsers","type":"Group","searchIn":"Vault"},
-//	 "permissions":["listAccounts","unlockAccounts"],
+//	 "rules":[
+//	  {"rule":"psm-unlock","member":{"name":"PSMAppUsers","type":"Group","searchIn":"Vault"},
+//	   "action":"grant","permissions":["listAccounts","unlockAccounts"]},
+//	  {"rule":"domain-move","member":{"name":"NEWCORP Ops Admins","type":"Group","searchIn":"Vault"},
+//	   "action":"copyFrom","source":"Domain Ops Admins","removeSource":true},
+//	  {"rule":"offboard-jdoe","member":{"name":"jdoe","type":"User","searchIn":"Vault"},"action":"absent"}],
 //	 "created":"2026-11-23T09:45:12.345Z"}
 //
-//	field         required  meaning
-//	v             yes       schema major version, 1
-//	run           yes       run id
-//	mode          yes       "apply" (add missing flags), "check" (report drift only),
-//	                        "rollback" (reserved: put back restore if the member still equals expect)
-//	safe.urlId    yes       PVWA safeUrlId, used verbatim in request paths
-//	safe.name     yes       Safe name; its SafeKey is the subject token
-//	member.name   yes       member to ensure, e.g. PSMAppUsers
-//	member.type   yes       User, Group or Role
-//	member.searchIn no      directory to look the member up in when adding it ("" = PVWA default)
-//	permissions   yes*      flags the member must have; *may be empty for rollback
-//	restore       no        rollback: MemberState to restore (absent = remove the member)
-//	expect        no        rollback: MemberState the member must still be in, else "conflict"
-//	created       no        when the planner made the job
+//	field            required  meaning
+//	v                yes       schema major version, 2
+//	run              yes       run id
+//	mode             yes       "apply" (bring the members in line), "check" (report drift only),
+//	                           "rollback" (put back restore where the member is still as expect)
+//	safe.urlId       yes       PVWA safeUrlId, used verbatim in request paths
+//	safe.name        yes       Safe name; its SafeKey is the subject token
+//	rules            apply,    the rules of the policy that apply to the Safe, in policy order
+//	                 check     (policy.Directive); at least one
+//	rules[].rule     yes       rule name
+//	rules[].member   yes       {name, type (User|Group|Role), searchIn ("" = PVWA default)}
+//	rules[].action   yes       grant | revoke | exactly | copyFrom | absent
+//	rules[].permissions  grant, revoke, exactly: the flags (non-empty)
+//	rules[].source   copyFrom  the member whose flags and expiry are copied
+//	rules[].removeSource  no   copyFrom: remove the source after the member's write succeeded
+//	restore          rollback  [{rule, member, to, expect}]: put member back to "to" (null: remove
+//	                           it) where it is still "expect" (null: absent), else "conflict"
+//	created          no        when the planner made the job
 //
 // MemberState: {"permissions":[...],"expiration":1798761600}; expiration
-// (Unix seconds) is omitted when the membership does not expire. A missing
-// MemberState means "not a member".
+// (Unix seconds) is omitted when the membership does not expire. A null or
+// missing MemberState means "not a member".
 //
 // Result (subject safeperm.results.<run>.<status>, Msg-ID <run>/<safeKey>):
 //
-//	{"v":1,"run":"20261123T094512Z-3f9a2c","mode":"apply",
-//	 "safe":{"urlId":"Linux%20Root","name":"Linux Root"},"member":"PSMAppUsers",
-//	 "status":"applied",
-//	 "before":{"permissions":["listAccounts"]},
-//	 "after":{"permissions":["listAccounts","unlockAccounts"]},
+//	{"v":2,"run":"20261123T094512Z-3f9a2c","mode":"apply",
+//	 "safe":{"urlId":"Linux%20Root","name":"Linux Root"},"status":"applied",
+//	 "members":[
+//	  {"rule":"psm-unlock","member":{"name":"PSMAppUsers","type":"Group","searchIn":"Vault"},
+//	   "status":"applied","change":"update",
+//	   "before":{"permissions":["listAccounts"]},
+//	   "after":{"permissions":["listAccounts","unlockAccounts"]},"added":["unlockAccounts"]},
+//	  {"rule":"offboard-jdoe","member":{"name":"jdoe","type":"User","searchIn":"Vault"},
+//	   "status":"unchanged"}],
 //	 "attempts":1,"worker":"worker-7f9c/4121","time":"2026-11-23T09:46:03.12Z"}
 //
-//	{"v":1,"run":"…","mode":"check","safe":{…},"member":"PSMAppUsers","status":"drift",
-//	 "before":{"permissions":["listAccounts"]},"missing":["unlockAccounts"],"time":"…"}
+//	{"v":2,"run":"…","mode":"check","safe":{…},"status":"drift",
+//	 "members":[{"rule":"helpdesk-no-retrieve","member":{"name":"HelpDesk","type":"Group"},
+//	   "status":"drift","change":"update","before":{"permissions":["useAccounts","retrieveAccounts","listAccounts"]},
+//	   "after":{"permissions":["useAccounts","listAccounts"]},"removed":["retrieveAccounts"]}],"time":"…"}
 //
-//	{"v":1,"run":"…","mode":"apply","safe":{…},"member":"PSMAppUsers","status":"failed",
+//	{"v":2,"run":"…","mode":"apply","safe":{…},"status":"failed",
 //	 "errorCode":"MAX_DELIVERIES","error":"gave up after 8 deliveries; job moved to SAFEPERM_DLQ",
 //	 "attempts":8,"worker":"dlq-mover/host-1","time":"…"}
 //
-//	field      required  meaning
-//	v, run, mode, safe   as in Job (safe.name required)
-//	member     no        member name
-//	status     yes       applied | unchanged | drift | skipped | failed | conflict (see Status)
-//	before     no        member state read before any write (absent: not a member / not read)
-//	after      no        member state after the write (applied) or as read
-//	missing    no        drift: flags the member lacks
-//	errorCode  no        failed/conflict: stable code, e.g. MAX_DELIVERIES or a PVWA code
-//	error      no        failed/conflict: human-readable message
-//	reason     no        skipped: why the Safe was left alone
-//	attempts   no        delivery count when the job finished
-//	worker     no        process that produced the result
-//	time       no        when the result was produced
+//	field        required  meaning
+//	v, run, mode, safe     as in Job (safe.name required)
+//	status       yes       the Safe's outcome, the most telling of its members' (SafeStatus:
+//	                       failed, conflict, drift, applied, unchanged, skipped); the subject
+//	                       and every count use it
+//	members      no        one entry per member the rules concern (none for a Safe the
+//	                       planner skipped, or a job that failed before any read):
+//	  rule                 the rule(s) concerning the member, comma-separated
+//	  member               {name, type, searchIn}
+//	  status               applied | unchanged | drift | skipped | failed | conflict
+//	  change               add | update | remove (drift: what apply would do); absent: nothing
+//	  before               the member as read before any write (absent: not a member)
+//	  after                after the write; drift: as it would be; else as read
+//	  added, removed       flags set and cleared (drift: that would be)
+//	  errorCode, error     failed/conflict member
+//	  reason               skipped (e.g. a predefined user) or left as it is (a copyFrom whose
+//	                       source is not a member)
+//	errorCode    no        failed/conflict: stable code, e.g. MAX_DELIVERIES, POLICY_CONFLICT,
+//	                       or a PVWA code such as CAWS00001E
+//	error        no        failed/conflict: human-readable message
+//	op           no        failed: the PVWA operation that failed (GET member, list members,
+//	                       PUT member, POST member, DELETE member)
+//	reason       no        skipped: why the Safe was left alone (out of scope, no rule applies)
+//	attempts     no        delivery count when the job finished
+//	worker       no        process that produced the result
+//	time         no        when the result was produced
 //
 // Run record (KV safeperm_runs, key <run>):
 //
-//	{"v":1,"id":"20261123T094512Z-3f9a2c","mode":"apply","state":"running",
-//	 "params":{"member":{"name":"PSMAppUsers","type":"Group","searchIn":"Vault"},
-//	   "permissions":["listAccounts","unlockAccounts"],"include":"scope/include.txt",
-//	   "pvwaHost":"pvwa.example.com","plannerHost":"host-1/42","rate":20},
+//	{"v":2,"id":"20261123T094512Z-3f9a2c","mode":"apply","state":"running",
+//	 "params":{"policy":{"file":"policy.yaml","digest":"5c1f0e9a7b3d2c4e8f6a1b0c",
+//	   "rules":["psm-unlock","domain-move"],"allowRemovals":true},
+//	   "include":"scope/include.txt","pvwaHost":"pvwa.example.com","plannerHost":"host-1/42","rate":20},
 //	 "planned":41873,"published":41873,"skipped":12,"planningDone":true,
 //	 "started":"2026-11-23T09:45:12Z"}
 //

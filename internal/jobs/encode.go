@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/policy"
 )
 
 // The planner encodes up to millions of jobs per run, so Job has a
@@ -25,21 +26,26 @@ func appendJob(b []byte, j *Job) ([]byte, error) {
 	b = appendString(b, j.Safe.URLID)
 	b = append(b, `,"name":`...)
 	b = appendString(b, j.Safe.Name)
-	b = append(b, `},"member":{"name":`...)
-	b = appendString(b, j.Member.Name)
-	b = append(b, `,"type":`...)
-	b = appendString(b, j.Member.Type)
-	b = append(b, `,"searchIn":`...)
-	b = appendString(b, j.Member.SearchIn)
-	b = append(b, `},"permissions":`...)
-	b = appendPerms(b, j.Permissions)
-	if j.Restore != nil {
-		b = append(b, `,"restore":`...)
-		b = appendMemberState(b, j.Restore)
+	b = append(b, '}')
+	if len(j.Rules) > 0 {
+		b = append(b, `,"rules":[`...)
+		for i := range j.Rules {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendDirective(b, &j.Rules[i])
+		}
+		b = append(b, ']')
 	}
-	if j.Expect != nil {
-		b = append(b, `,"expect":`...)
-		b = appendMemberState(b, j.Expect)
+	if len(j.Restore) > 0 {
+		b = append(b, `,"restore":[`...)
+		for i := range j.Restore {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendRestore(b, &j.Restore[i])
+		}
+		b = append(b, ']')
 	}
 	b = append(b, `,"created":"`...)
 	b, err := j.Created.AppendText(b)
@@ -47,6 +53,62 @@ func appendJob(b []byte, j *Job) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, `"}`...), nil
+}
+
+func appendDirective(b []byte, d *policy.Directive) []byte {
+	b = append(b, `{"rule":`...)
+	b = appendString(b, d.Rule)
+	b = append(b, `,"member":`...)
+	b = appendMember(b, &d.Member)
+	b = append(b, `,"action":`...)
+	b = appendString(b, string(d.Action))
+	if d.Permissions != 0 {
+		b = append(b, `,"permissions":`...)
+		b = appendPerms(b, d.Permissions)
+	}
+	if d.Source != "" {
+		b = append(b, `,"source":`...)
+		b = appendString(b, d.Source)
+	}
+	if d.RemoveSource {
+		b = append(b, `,"removeSource":true`...)
+	}
+	return append(b, '}')
+}
+
+func appendMember(b []byte, m *policy.Member) []byte {
+	b = append(b, `{"name":`...)
+	b = appendString(b, m.Name)
+	b = append(b, `,"type":`...)
+	b = appendString(b, m.Type)
+	if m.SearchIn != "" {
+		b = append(b, `,"searchIn":`...)
+		b = appendString(b, m.SearchIn)
+	}
+	return append(b, '}')
+}
+
+func appendRestore(b []byte, r *Restore) []byte {
+	b = append(b, '{')
+	if r.Rule != "" {
+		b = append(b, `"rule":`...)
+		b = appendString(b, r.Rule)
+		b = append(b, ',')
+	}
+	b = append(b, `"member":`...)
+	b = appendMember(b, &r.Member)
+	b = append(b, `,"to":`...)
+	b = appendStateOrNull(b, r.To)
+	b = append(b, `,"expect":`...)
+	b = appendStateOrNull(b, r.Expect)
+	return append(b, '}')
+}
+
+func appendStateOrNull(b []byte, s *MemberState) []byte {
+	if s == nil {
+		return append(b, "null"...)
+	}
+	return appendMemberState(b, s)
 }
 
 func appendMemberState(b []byte, s *MemberState) []byte {
@@ -138,10 +200,14 @@ func appendString(b []byte, s string) []byte {
 
 // jobSizeHint estimates the encoded size of j to allocate once.
 func jobSizeHint(j *Job) int {
-	n := 200 + len(j.Run) + len(j.Safe.URLID) + len(j.Safe.Name) + len(j.Member.Name) +
-		len(j.Member.Type) + len(j.Member.SearchIn) + 24*j.Permissions.Len() + len(time.RFC3339Nano)
-	if j.Restore != nil || j.Expect != nil {
-		n += 2 * (64 + 24*pam.NumPermissions)
+	n := 120 + len(j.Run) + len(j.Safe.URLID) + len(j.Safe.Name) + len(time.RFC3339Nano)
+	for i := range j.Rules {
+		d := &j.Rules[i]
+		n += 100 + len(d.Rule) + len(d.Member.Name) + len(d.Member.Type) + len(d.Member.SearchIn) + len(d.Source) + 24*d.Permissions.Len()
+	}
+	for i := range j.Restore {
+		r := &j.Restore[i]
+		n += 80 + len(r.Rule) + len(r.Member.Name) + len(r.Member.Type) + len(r.Member.SearchIn) + 2*(64+24*pam.NumPermissions)
 	}
 	return n
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/natsembed"
 	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/policy"
 )
 
 // A whole run on an embedded server: plan, work, follow.
@@ -38,8 +39,8 @@ func Example() {
 	// Planner: run record, lease, jobs.
 	now := time.Now().UTC()
 	run := jobs.Run{ID: jobs.NewRunID(now), Mode: jobs.ModeApply, Started: now}
-	run.Params.Member = jobs.MemberRef{Name: "PSMAppUsers", Type: "Group", SearchIn: "Vault"}
-	run.Params.Permissions = pam.Perms(pam.ListAccounts, pam.UnlockAccounts)
+	rule := policy.Directive{Rule: "psm-unlock", Member: jobs.MemberRef{Name: "PSMAppUsers", Type: "Group", SearchIn: "Vault"},
+		Action: policy.ActionGrant, Permissions: pam.Perms(pam.ListAccounts, pam.UnlockAccounts)}
 	if err := streams.Runs.Create(ctx, run); err != nil {
 		panic(err)
 	}
@@ -49,8 +50,8 @@ func Example() {
 	}
 	pub := jobs.NewPublisher(js, zerolog.Nop(), jobs.PublisherOptions{})
 	for _, name := range []string{"Linux Root", "Windows Admins", "DB Prod"} {
-		j := jobs.Job{V: jobs.Version, Run: run.ID, Mode: run.Mode, Member: run.Params.Member,
-			Safe: jobs.SafeRef{URLID: name, Name: name}, Permissions: run.Params.Permissions, Created: now}
+		j := jobs.Job{V: jobs.Version, Run: run.ID, Mode: run.Mode, Rules: []policy.Directive{rule},
+			Safe: jobs.SafeRef{URLID: name, Name: name}, Created: now}
 		if err := pub.PublishJob(ctx, j); err != nil {
 			panic(err)
 		}
@@ -74,7 +75,9 @@ func Example() {
 			return
 		}
 		r := jobs.NewResult(j, jobs.StatusApplied, time.Now().UTC())
-		r.After = &jobs.MemberState{Permissions: j.Permissions}
+		after := &jobs.MemberState{Permissions: j.Rules[0].Permissions}
+		r.Members = []jobs.MemberResult{{Rule: j.Rules[0].Rule, Member: j.Rules[0].Member, Status: jobs.StatusApplied,
+			Change: jobs.ChangeAdd, After: after, Added: after.Permissions}}
 		if _, err := jobs.PublishResult(ctx, js, r); err != nil {
 			_ = m.NakWithDelay(time.Second)
 			return

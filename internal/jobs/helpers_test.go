@@ -13,6 +13,7 @@ import (
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/natsembed/natstest"
 	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/policy"
 )
 
 // env is one embedded server with a client connection.
@@ -37,16 +38,19 @@ func (e *env) setup(t testing.TB, mutate func(*jobs.Config)) *jobs.Streams {
 
 var testPerms = pam.Perms(pam.ListAccounts, pam.UnlockAccounts)
 
+// testRule is the PSM unlock rule.
+var testRule = policy.Directive{Rule: "psm-unlock", Member: jobs.MemberRef{Name: "PSMAppUsers", Type: "Group", SearchIn: "Vault"},
+	Action: policy.ActionGrant, Permissions: testPerms}
+
 // testJob returns a valid apply job for Safe safe in run.
 func testJob(run, safe string) jobs.Job {
 	return jobs.Job{
-		V:           jobs.Version,
-		Run:         run,
-		Mode:        jobs.ModeApply,
-		Safe:        jobs.SafeRef{URLID: safe, Name: safe},
-		Member:      jobs.MemberRef{Name: "PSMAppUsers", Type: "Group", SearchIn: "Vault"},
-		Permissions: testPerms,
-		Created:     time.Date(2026, 11, 23, 9, 45, 12, 0, time.UTC),
+		V:       jobs.Version,
+		Run:     run,
+		Mode:    jobs.ModeApply,
+		Safe:    jobs.SafeRef{URLID: safe, Name: safe},
+		Rules:   []policy.Directive{testRule},
+		Created: time.Date(2026, 11, 23, 9, 45, 12, 0, time.UTC),
 	}
 }
 

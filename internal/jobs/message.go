@@ -4,16 +4,25 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/policy"
 )
 
 // Version is the major version of the Job, Result and Run JSON schemas this
-// package writes and the only one it reads. Fields may be added within a
-// major version (readers ignore unknown fields); removing or changing the
-// meaning of a field needs a new major version.
-const Version = 1
+// package writes. Fields may be added within a major version (readers
+// ignore unknown fields); removing or changing the meaning of a field needs
+// a new major version. Version 2 carries policy rules: a job holds every
+// rule that applies to its Safe, a result one entry per member.
+const Version = 2
+
+// versionV1 is the first schema: one member and one permission set per job.
+// Results and run records of version 1 are still read (converted), so
+// reports and rollbacks of runs made before the upgrade work; jobs of
+// version 1 are refused (a worker must not guess what an old planner meant).
+const versionV1 = 1
 
 // ErrMalformed is wrapped by every error that says a message is not a valid
 // Job or Result: not JSON, an unknown major version, a missing required
@@ -26,13 +35,14 @@ type Mode string
 
 // The modes.
 const (
-	// ModeApply adds the missing permissions (read-modify-write).
+	// ModeApply brings the members in line with the rules
+	// (read-modify-write).
 	ModeApply Mode = "apply"
-	// ModeCheck only reads and reports drift; it never writes.
+	// ModeCheck only reads and reports what apply would change (drift);
+	// it never writes.
 	ModeCheck Mode = "check"
-	// ModeRollback restores Job.Restore where the member still matches
-	// Job.Expect. Reserved: the schema is fixed, workers may not support it
-	// yet.
+	// ModeRollback puts back each member of Job.Restore where it still
+	// is as the run being undone left it.
 	ModeRollback Mode = "rollback"
 )
 
@@ -97,16 +107,9 @@ type SafeRef struct {
 	Name string `json:"name"`
 }
 
-// MemberRef identifies the Safe member a run manages.
-type MemberRef struct {
-	// Name is the member name, e.g. "PSMAppUsers".
-	Name string `json:"name"`
-	// Type is the PVWA memberType: "User", "Group" or "Role".
-	Type string `json:"type"`
-	// SearchIn is the directory or "Vault" the member is looked up in when
-	// it is added; empty lets the PVWA default apply.
-	SearchIn string `json:"searchIn"`
-}
+// MemberRef identifies a Safe member and says how to add it: the policy's
+// member type.
+type MemberRef = policy.Member
 
 // MemberState is a member as it was at one moment. A nil *MemberState means
 // "not a member of the Safe".
@@ -131,7 +134,26 @@ func (s *MemberState) Equal(o *MemberState) bool {
 	return *s.Expiration == *o.Expiration
 }
 
-// Job asks a worker to ensure one member's permissions on one Safe.
+// Restore is one member of a rollback job: put it back to To (nil: remove
+// it) where it is still in Expect (nil: not a member), the state the run
+// being undone left; anything else is a conflict and is left alone.
+type Restore struct {
+	// Rule names the rule(s) of the run being undone that changed the
+	// member.
+	Rule string `json:"rule,omitempty"`
+	// Member is the member, with the type and directory to add it again.
+	Member MemberRef `json:"member"`
+	// To is the state to put back; nil removes the member (the run added
+	// it).
+	To *MemberState `json:"to"`
+	// Expect is the state the member must still be in; nil means it must
+	// still be absent (the run removed it).
+	Expect *MemberState `json:"expect"`
+}
+
+// Job asks a worker to bring the members of one Safe in line with every
+// rule that applies to it (apply, check), or to undo what a run did to them
+// (rollback).
 type Job struct {
 	// V is the schema major version, always Version.
 	V int `json:"v"`
@@ -141,17 +163,11 @@ type Job struct {
 	Mode Mode `json:"mode"`
 	// Safe is the Safe to work on.
 	Safe SafeRef `json:"safe"`
-	// Member is the member to ensure.
-	Member MemberRef `json:"member"`
-	// Permissions are the flags the member must have (apply/check). Never
-	// empty except in rollback jobs.
-	Permissions pam.PermSet `json:"permissions"`
-	// Restore is, for rollback, the state to put back (nil: remove the
-	// member).
-	Restore *MemberState `json:"restore,omitempty"`
-	// Expect is, for rollback, the state the member must still be in for
-	// the rollback to proceed; otherwise the result is StatusConflict.
-	Expect *MemberState `json:"expect,omitempty"`
+	// Rules are the rules that apply to the Safe, in policy order (apply
+	// and check; at least one).
+	Rules []policy.Directive `json:"rules,omitempty"`
+	// Restore lists, for rollback, the members to put back (at least one).
+	Restore []Restore `json:"restore,omitempty"`
 	// Created is when the planner made the job.
 	Created time.Time `json:"created"`
 }
@@ -183,14 +199,27 @@ func (j Job) Validate() error {
 	if j.Safe.Name == "" {
 		errs = append(errs, errors.New("missing safe.name"))
 	}
-	if j.Member.Name == "" {
-		errs = append(errs, errors.New("missing member.name"))
-	}
-	if j.Member.Type == "" {
-		errs = append(errs, errors.New("missing member.type"))
-	}
-	if j.Permissions.Len() == 0 && j.Mode != ModeRollback {
-		errs = append(errs, errors.New("empty permissions"))
+	switch {
+	case j.Mode == ModeRollback:
+		if len(j.Restore) == 0 {
+			errs = append(errs, errors.New("rollback job without restore"))
+		}
+		for i, r := range j.Restore {
+			if strings.TrimSpace(r.Member.Name) == "" {
+				errs = append(errs, fmt.Errorf("restore[%d]: missing member.name", i))
+			}
+			if r.To != nil && r.Member.Type == "" {
+				errs = append(errs, fmt.Errorf("restore[%d]: missing member.type", i))
+			}
+		}
+	case len(j.Rules) == 0:
+		errs = append(errs, errors.New("no rules"))
+	default:
+		for i, d := range j.Rules {
+			if err := d.Validate(); err != nil {
+				errs = append(errs, fmt.Errorf("rules[%d]: %w", i, err))
+			}
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: job: %w", ErrMalformed, errors.Join(errs...))
@@ -211,17 +240,88 @@ func (j Job) Encode() ([]byte, error) {
 }
 
 // DecodeJob parses and validates a job message. Unknown fields are ignored
-// (forward compatibility); any other problem returns an error wrapping
-// ErrMalformed.
+// (forward compatibility); any other problem, a job of another version
+// included, returns an error wrapping ErrMalformed.
 func DecodeJob(data []byte) (Job, error) {
 	var j Job
 	if err := json.Unmarshal(data, &j); err != nil {
+		if v := peekVersion(data); v != 0 && v != Version {
+			return Job{}, fmt.Errorf("%w: job: %w", ErrMalformed, versionError(v))
+		}
 		return Job{}, fmt.Errorf("%w: job: %w", ErrMalformed, err)
 	}
 	if err := j.Validate(); err != nil {
 		return Job{}, err
 	}
 	return j, nil
+}
+
+// peekVersion returns the "v" of a JSON object, 0 when there is none.
+func peekVersion(data []byte) int {
+	var h struct {
+		V int `json:"v"`
+	}
+	_ = json.Unmarshal(data, &h)
+	return h.V
+}
+
+// MemberResult is what a job found and did for one member of its Safe.
+type MemberResult struct {
+	// Rule names the rule that concerns the member; several are joined
+	// with commas.
+	Rule string `json:"rule"`
+	// Member is the member, with its type and directory when a rule gave
+	// them (a rollback adds a removed member back with them).
+	Member MemberRef `json:"member"`
+	// Status is the member's outcome: applied, unchanged, drift (check
+	// mode: it would change), skipped (never written, Reason says why),
+	// failed or conflict (rollback: it changed since the run).
+	Status Status `json:"status"`
+	// Change is what was (or, in check mode, would be) done: ChangeAdd,
+	// ChangeUpdate, ChangeRemove, or "" for nothing.
+	Change Change `json:"change,omitempty"`
+	// Before is the member as read before any write (nil: not a member).
+	Before *MemberState `json:"before,omitempty"`
+	// After is the member after the write, or as it would be (check), or
+	// as read (unchanged and others); nil: not a member.
+	After *MemberState `json:"after,omitempty"`
+	// Added and Removed are the flags set and cleared (or that would be).
+	Added   pam.PermSet `json:"added,omitzero"`
+	Removed pam.PermSet `json:"removed,omitzero"`
+	// ErrorCode and Error say why a failed or conflict member failed.
+	ErrorCode string `json:"errorCode,omitempty"`
+	Error     string `json:"error,omitempty"`
+	// Reason says why a member was skipped or left as it is.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Change is what a job does to one member.
+type Change string
+
+// The changes.
+const (
+	// ChangeAdd: the member was not a member and is added.
+	ChangeAdd Change = "add"
+	// ChangeUpdate: the member's flags (or expiry) are rewritten.
+	ChangeUpdate Change = "update"
+	// ChangeRemove: the member is removed.
+	ChangeRemove Change = "remove"
+)
+
+// ChangeOf returns the change from before to after and the flags added and
+// removed.
+func ChangeOf(before, after *MemberState) (Change, pam.PermSet, pam.PermSet) {
+	switch {
+	case before == nil && after == nil:
+		return "", 0, 0
+	case before == nil:
+		return ChangeAdd, after.Permissions, 0
+	case after == nil:
+		return ChangeRemove, 0, before.Permissions
+	case before.Equal(after):
+		return "", 0, 0
+	}
+	return ChangeUpdate, after.Permissions &^ before.Permissions, before.Permissions &^ after.Permissions
 }
 
 // Result reports the outcome of one job. Exactly one result per job reaches
@@ -236,22 +336,21 @@ type Result struct {
 	Mode Mode `json:"mode"`
 	// Safe is the Safe the job was about.
 	Safe SafeRef `json:"safe"`
-	// Member is the member name.
-	Member string `json:"member"`
-	// Status is the outcome.
+	// Status is the Safe's outcome, the most telling of its members'
+	// (SafeStatus); the subject and the counts use it.
 	Status Status `json:"status"`
-	// Before is the member as read before any write (nil: not a member, or
-	// not read).
-	Before *MemberState `json:"before,omitempty"`
-	// After is the member after the write (applied), or as read (others).
-	After *MemberState `json:"after,omitempty"`
-	// Missing lists, for drift, the flags the member lacks.
-	Missing pam.PermSet `json:"missing,omitempty"`
+	// Members has one entry per member the rules concern (empty for a
+	// Safe skipped by the planner, or a job that failed before reading).
+	Members []MemberResult `json:"members,omitempty"`
 	// ErrorCode is a stable machine-readable code for failed and conflict
-	// results, e.g. ErrorCodeMaxDeliveries or a PVWA error code.
+	// results, e.g. ErrorCodeMaxDeliveries, ErrorCodePolicyConflict or a
+	// PVWA error code.
 	ErrorCode string `json:"errorCode,omitempty"`
 	// Error is the human-readable error of a failed or conflict result.
 	Error string `json:"error,omitempty"`
+	// Op is the PVWA operation that failed, e.g. "PUT member" or "list
+	// members", when a PVWA answer failed the Safe.
+	Op string `json:"op,omitempty"`
 	// Reason says why a Safe was skipped.
 	Reason string `json:"reason,omitempty"`
 	// Attempts is the delivery count of the job when it finished.
@@ -260,6 +359,27 @@ type Result struct {
 	Worker string `json:"worker,omitempty"`
 	// Time is when the result was produced.
 	Time time.Time `json:"time"`
+}
+
+// ErrorCodePolicyConflict is the Result.ErrorCode of a Safe on which two
+// rules set the same flag of the same member to different values: nothing
+// was written on it.
+const ErrorCodePolicyConflict = "POLICY_CONFLICT"
+
+// SafeStatus is the outcome of a Safe from its members' outcomes: failed,
+// then conflict, drift, applied, unchanged, skipped, in that order of
+// precedence. A Safe with no member entry is unchanged.
+func SafeStatus(ms []MemberResult) Status {
+	has := map[Status]bool{}
+	for _, m := range ms {
+		has[m.Status] = true
+	}
+	for _, s := range []Status{StatusFailed, StatusConflict, StatusDrift, StatusApplied, StatusUnchanged, StatusSkipped} {
+		if has[s] {
+			return s
+		}
+	}
+	return StatusUnchanged
 }
 
 // Key returns SafeKey(r.Safe.Name).
@@ -289,6 +409,14 @@ func (r Result) Validate() error {
 	if !r.Status.Valid() {
 		errs = append(errs, fmt.Errorf("unknown status %q", r.Status))
 	}
+	for i, m := range r.Members {
+		if !m.Status.Valid() {
+			errs = append(errs, fmt.Errorf("members[%d]: unknown status %q", i, m.Status))
+		}
+		if m.Member.Name == "" {
+			errs = append(errs, fmt.Errorf("members[%d]: missing member.name", i))
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: result: %w", ErrMalformed, errors.Join(errs...))
 	}
@@ -304,8 +432,13 @@ func (r Result) Encode() ([]byte, error) {
 }
 
 // DecodeResult parses and validates a result message. Unknown fields are
-// ignored; any other problem returns an error wrapping ErrMalformed.
+// ignored; any other problem returns an error wrapping ErrMalformed. A
+// version 1 result (one member per run) is converted: its member becomes
+// the one entry of Members, under the rule name RuleV1.
 func DecodeResult(data []byte) (Result, error) {
+	if peekVersion(data) == versionV1 {
+		return decodeResultV1(data)
+	}
 	var r Result
 	if err := json.Unmarshal(data, &r); err != nil {
 		return Result{}, fmt.Errorf("%w: result: %w", ErrMalformed, err)
@@ -316,11 +449,61 @@ func DecodeResult(data []byte) (Result, error) {
 	return r, nil
 }
 
+// RuleV1 is the rule name given to the member of a converted version 1
+// result: runs of that version had one rule, from the --member and
+// --permissions flags.
+const RuleV1 = "flags"
+
+// resultV1 is a version 1 result.
+type resultV1 struct {
+	Run       string       `json:"run"`
+	Mode      Mode         `json:"mode"`
+	Safe      SafeRef      `json:"safe"`
+	Member    string       `json:"member"`
+	Status    Status       `json:"status"`
+	Before    *MemberState `json:"before"`
+	After     *MemberState `json:"after"`
+	Missing   pam.PermSet  `json:"missing"`
+	ErrorCode string       `json:"errorCode"`
+	Error     string       `json:"error"`
+	Reason    string       `json:"reason"`
+	Attempts  int          `json:"attempts"`
+	Worker    string       `json:"worker"`
+	Time      time.Time    `json:"time"`
+}
+
+func decodeResultV1(data []byte) (Result, error) {
+	var o resultV1
+	if err := json.Unmarshal(data, &o); err != nil {
+		return Result{}, fmt.Errorf("%w: result (v1): %w", ErrMalformed, err)
+	}
+	r := Result{V: Version, Run: o.Run, Mode: o.Mode, Safe: o.Safe, Status: o.Status, ErrorCode: o.ErrorCode,
+		Error: o.Error, Reason: o.Reason, Attempts: o.Attempts, Worker: o.Worker, Time: o.Time}
+	if o.Member != "" && o.Status != StatusSkipped {
+		m := MemberResult{Rule: RuleV1, Member: MemberRef{Name: o.Member}, Status: o.Status, Before: o.Before, After: o.After,
+			ErrorCode: o.ErrorCode, Error: o.Error}
+		switch o.Status {
+		case StatusApplied:
+			m.Change, m.Added, m.Removed = ChangeOf(o.Before, o.After)
+		case StatusDrift:
+			m.Added = o.Missing
+			m.Change = ChangeUpdate
+			if o.Before == nil {
+				m.Change = ChangeAdd
+			}
+		}
+		r.Members = []MemberResult{m}
+	}
+	if err := r.Validate(); err != nil {
+		return Result{}, err
+	}
+	return r, nil
+}
+
 // NewResult returns a Result for j with the identifying fields filled in
-// (V, Run, Mode, Safe, Member) and the given status; the caller sets the
-// rest.
+// (V, Run, Mode, Safe) and the given status; the caller sets the rest.
 func NewResult(j Job, status Status, now time.Time) Result {
-	return Result{V: Version, Run: j.Run, Mode: j.Mode, Safe: j.Safe, Member: j.Member.Name, Status: status, Time: now}
+	return Result{V: Version, Run: j.Run, Mode: j.Mode, Safe: j.Safe, Status: status, Time: now}
 }
 
 func versionError(v int) error {

@@ -48,10 +48,13 @@ func (s RunState) Final() bool { return s == RunDone || s == RunFailed || s == R
 
 // RunParams records what the run was asked to do, for reports and audits.
 type RunParams struct {
-	// Member is the member every job ensures.
-	Member MemberRef `json:"member"`
-	// Permissions are the flags every job ensures.
-	Permissions pam.PermSet `json:"permissions"`
+	// Policy describes the policy the run applies (nil for a rollback,
+	// and for runs of version 1).
+	Policy *PolicyParams `json:"policy,omitempty"`
+	// Member and Permissions are, for a run from the --member and
+	// --permissions flags (a one-rule policy), that member and those flags.
+	Member      MemberRef   `json:"member,omitzero"`
+	Permissions pam.PermSet `json:"permissions,omitzero"`
 	// Include and Exclude name the scope files used, if any.
 	Include string `json:"include,omitempty"`
 	Exclude string `json:"exclude,omitempty"`
@@ -64,6 +67,18 @@ type RunParams struct {
 	Rate float64 `json:"rate,omitempty"`
 	// RollbackOf is, for a rollback run, the id of the run it undoes.
 	RollbackOf string `json:"rollbackOf,omitempty"`
+}
+
+// PolicyParams identifies the policy of a run.
+type PolicyParams struct {
+	// File is the policy file's path as given ("" for the flags).
+	File string `json:"file,omitempty"`
+	// Digest is policy.Policy.Digest: the same rules give the same digest.
+	Digest string `json:"digest"`
+	// Rules are the rules' names, in order.
+	Rules []string `json:"rules"`
+	// AllowRemovals is set when the run may remove members.
+	AllowRemovals bool `json:"allowRemovals,omitempty"`
 }
 
 // Run is the run record kept in RunsBucket under the run id.
@@ -171,7 +186,7 @@ func decodeRun(data []byte) (Run, error) {
 	if err := json.Unmarshal(data, &run); err != nil {
 		return Run{}, fmt.Errorf("%w: run: %w", ErrMalformed, err)
 	}
-	if run.V != Version {
+	if run.V != Version && run.V != versionV1 { // a v1 record has the same fields, less the policy
 		return Run{}, fmt.Errorf("%w: run: %w", ErrMalformed, versionError(run.V))
 	}
 	return run, nil

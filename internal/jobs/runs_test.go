@@ -17,8 +17,9 @@ func testRun(id string) jobs.Run {
 		ID:   id,
 		Mode: jobs.ModeApply,
 		Params: jobs.RunParams{
-			Member:      jobs.MemberRef{Name: "PSMAppUsers", Type: "Group", SearchIn: "Vault"},
+			Member:      testRule.Member,
 			Permissions: testPerms,
+			Policy:      &jobs.PolicyParams{File: "p.yaml", Digest: "abc", Rules: []string{"psm-unlock"}},
 			PVWAHost:    "pvwa.example.com",
 			PlannerHost: "host-1/42",
 			Rate:        20,

@@ -168,6 +168,7 @@ type pageState struct {
 	limit    int
 	offset   int64  // offset of the current page
 	search   string // sent again if a nextLink drops it
+	filter   string // likewise
 	prevLink string
 }
 
@@ -176,7 +177,7 @@ func (st *pageState) query() string {
 	if st.offset > 0 {
 		off = strconv.FormatInt(st.offset, 10)
 	}
-	return encodeQuery("limit", strconv.Itoa(st.limit), "offset", off, "search", st.search)
+	return encodeQuery("limit", strconv.Itoa(st.limit), "offset", off, "search", st.search, "filter", st.filter)
 }
 
 // nextPage returns the request for the page after rq, or nil at the end.
@@ -201,6 +202,9 @@ func (c *Client) nextPage(rq *request, pi pageInfo, st *pageState, byOffset bool
 		}
 		if st.search != "" && !hasQueryKey(query, "search") {
 			query = joinQuery(query, encodeQuery("search", st.search))
+		}
+		if st.filter != "" && !hasQueryKey(query, "filter") {
+			query = joinQuery(query, encodeQuery("filter", st.filter))
 		}
 		if off, ok := queryInt(query, "offset"); ok {
 			if off <= st.offset {

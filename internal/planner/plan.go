@@ -17,6 +17,7 @@ import (
 
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/pam"
+	"github.com/safeperm/safeperm/internal/policy"
 	"github.com/safeperm/safeperm/internal/scope"
 )
 
@@ -51,10 +52,11 @@ var _ Sink = NATSSink{}
 
 // Plan is what one run is to do.
 type Plan struct {
-	Run         string
-	Mode        jobs.Mode
-	Member      jobs.MemberRef
-	Permissions pam.PermSet
+	Run  string
+	Mode jobs.Mode
+	// Policy holds the rules; each job carries those that apply to its
+	// Safe. A rollback plan has none.
+	Policy *policy.Policy
 	// Filter decides the scope. Its Internal gets the CPMs found in the
 	// Safes' managingCPM values during the first pass.
 	Filter scope.Filter
@@ -72,6 +74,9 @@ type Summary struct {
 	Planned int
 	// Skipped counts the Safes out of scope by reason.
 	Skipped map[scope.Reason]int
+	// NoRule counts the Safes in scope to which no rule of the policy
+	// applies; they are reported skipped too.
+	NoRule int
 	// Unmatched lists include-list names that matched no Safe.
 	Unmatched []string
 	// CPMs are the CPM user names whose Safes were treated as internal.
@@ -82,9 +87,10 @@ type Summary struct {
 	Took time.Duration
 }
 
-// SkippedTotal is the number of Safes out of scope.
+// SkippedTotal is the number of Safes reported skipped by the planner:
+// out of scope, or no rule applies.
 func (s Summary) SkippedTotal() int {
-	n := 0
+	n := s.NoRule
 	for _, v := range s.Skipped {
 		n += v
 	}
@@ -126,23 +132,32 @@ func Publish(ctx context.Context, p Plan, safes Lister, sink Sink) (Summary, err
 		sum.Listed++
 		ref := jobs.SafeRef{URLID: s.URLID, Name: s.Name}
 		d := p.Filter.Decide(s.Name)
+		var rules []policy.Directive
 		if d.In {
-			job := jobs.Job{V: jobs.Version, Run: p.Run, Mode: p.Mode, Safe: ref, Member: p.Member, Permissions: p.Permissions, Created: now}
+			rules = p.Policy.Applies(s.Name, s.ManagingCPM)
+		}
+		if len(rules) > 0 {
+			job := jobs.Job{V: jobs.Version, Run: p.Run, Mode: p.Mode, Safe: ref, Rules: rules, Created: now}
 			if err := sink.PublishJob(ctx, job); err != nil {
 				return sum, fmt.Errorf("publish job for Safe %q: %w", s.Name, err)
 			}
 			sum.Planned++
 		} else {
-			reason := d.Reason.String()
-			if d.Detail != "" {
-				reason += ": " + d.Detail
+			reason := noRuleReason
+			if !d.In {
+				reason = d.Reason.String()
+				if d.Detail != "" {
+					reason += ": " + d.Detail
+				}
+				sum.Skipped[d.Reason]++
+			} else {
+				sum.NoRule++
 			}
-			res := jobs.Result{V: jobs.Version, Run: p.Run, Mode: p.Mode, Safe: ref, Member: p.Member.Name,
+			res := jobs.Result{V: jobs.Version, Run: p.Run, Mode: p.Mode, Safe: ref,
 				Status: jobs.StatusSkipped, Reason: reason, Worker: "planner", Time: now}
 			if _, err := sink.PublishResult(ctx, res); err != nil {
 				return sum, fmt.Errorf("publish skipped result for Safe %q: %w", s.Name, err)
 			}
-			sum.Skipped[d.Reason]++
 		}
 		if p.Progress != nil && sum.Listed%every == 0 {
 			p.Progress(sum)
@@ -161,6 +176,9 @@ func Publish(ctx context.Context, p Plan, safes Lister, sink Sink) (Summary, err
 		Int("duplicates", stats.Duplicates).Dur("took", sum.Took).Msg("planning done")
 	return sum, nil
 }
+
+// noRuleReason is the reason of a Safe in scope that no rule applies to.
+const noRuleReason = "no rule of the policy applies"
 
 // ErrNothingListed is returned when the PVWA showed no Safe at all, which
 // almost always means the user is a member of none.

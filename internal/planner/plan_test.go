@@ -15,6 +15,7 @@ import (
 	"github.com/safeperm/safeperm/internal/natsembed/natstest"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/policy"
 	"github.com/safeperm/safeperm/internal/scope"
 	"github.com/safeperm/safeperm/internal/secret"
 )
@@ -51,8 +52,8 @@ func newEnv(t *testing.T, safes int) *env {
 }
 
 func (e *env) plan(run string, f scope.Filter) Plan {
-	return Plan{Run: run, Mode: jobs.ModeApply, Member: jobs.MemberRef{Name: "PSMAppUsers", Type: "Group", SearchIn: "Vault"},
-		Permissions: pam.Perms(pam.ListAccounts, pam.UnlockAccounts), Filter: f, Logger: zerolog.Nop()}
+	return Plan{Run: run, Mode: jobs.ModeApply, Policy: policy.FromFlags(jobs.MemberRef{Name: "PSMAppUsers", Type: "Group", SearchIn: "Vault"},
+		pam.Perms(pam.ListAccounts, pam.UnlockAccounts)), Filter: f, Logger: zerolog.Nop()}
 }
 
 // jobsIn counts the jobs of run waiting in the work queue.
@@ -218,11 +219,14 @@ func TestStartTwice(t *testing.T) {
 	}
 	// Other parameters under an existing id are refused.
 	p := e.plan("run-other", scope.Filter{})
-	if _, _, err := Start(context.Background(), e.js, e.streams, SafesSource(e.client), p, jobs.RunParams{}, "e"); err != nil {
+	params := func(p *policy.Policy) jobs.RunParams {
+		return jobs.RunParams{Policy: &jobs.PolicyParams{Digest: p.Digest()}}
+	}
+	if _, _, err := Start(context.Background(), e.js, e.streams, SafesSource(e.client), p, params(p.Policy), "e"); err != nil {
 		t.Fatal(err)
 	}
-	p.Permissions = pam.Perms(pam.ListAccounts)
-	if _, _, err := Start(context.Background(), e.js, e.streams, SafesSource(e.client), p, jobs.RunParams{Permissions: p.Permissions}, "e"); err == nil || !strings.Contains(err.Error(), "other parameters") {
+	p.Policy = policy.FromFlags(jobs.MemberRef{Name: "PSMAppUsers", Type: "Group"}, pam.Perms(pam.ListAccounts))
+	if _, _, err := Start(context.Background(), e.js, e.streams, SafesSource(e.client), p, params(p.Policy), "e"); err == nil || !strings.Contains(err.Error(), "other parameters") {
 		t.Fatalf("err %v, want other parameters", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,9 +57,9 @@ func Start(ctx context.Context, js jetstream.JetStream, st *jobs.Streams, src So
 		if old.State.Final() {
 			return old, Summary{}, fmt.Errorf("%w: run %s is %s; choose another --run-id", ErrRunFinished, p.Run, old.State)
 		}
-		if old.Mode != p.Mode || old.Params.Member != params.Member || old.Params.Permissions != params.Permissions {
-			return old, Summary{}, fmt.Errorf("run %s exists with other parameters (mode %s, member %s, permissions %s)",
-				p.Run, old.Mode, old.Params.Member.Name, old.Params.Permissions)
+		if old.Mode != p.Mode || digestOf(old.Params) != digestOf(params) || old.Params.RollbackOf != params.RollbackOf {
+			return old, Summary{}, fmt.Errorf("run %s exists with other parameters (mode %s, policy %s); choose another --run-id",
+				p.Run, old.Mode, describePolicy(old.Params))
 		}
 		p.Logger.Info().Str("run", p.Run).Str("state", string(old.State)).Msg("resuming the planning of an existing run")
 	case err != nil:
@@ -123,6 +124,27 @@ func Start(ctx context.Context, js jetstream.JetStream, st *jobs.Streams, src So
 		return rec, sum, fmt.Errorf("record the end of planning for run %s: %w", p.Run, err)
 	}
 	return rec, sum, nil
+}
+
+// digestOf is the digest of a run's policy, "" when it has none.
+func digestOf(p jobs.RunParams) string {
+	if p.Policy == nil {
+		return ""
+	}
+	return p.Policy.Digest
+}
+
+// describePolicy names a run's policy for an error message.
+func describePolicy(p jobs.RunParams) string {
+	switch {
+	case p.Policy == nil && p.RollbackOf != "":
+		return "rollback of " + p.RollbackOf
+	case p.Policy == nil:
+		return "none"
+	case p.Policy.File != "":
+		return fmt.Sprintf("%s (rules %s)", p.Policy.File, strings.Join(p.Policy.Rules, ", "))
+	}
+	return fmt.Sprintf("from flags: %s for %s", p.Permissions, p.Member.Name)
 }
 
 // fail marks the run failed with err, best effort.

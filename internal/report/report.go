@@ -71,20 +71,30 @@ const notMember = "-"
 
 // Header is the CSV header row, and the order of Row's JSON fields.
 var Header = []string{
-	"run", "mode", "safe", "safeUrlId", "status", "member",
+	"run", "mode", "safe", "safeUrlId", "rule", "member", "memberType", "status", "change",
 	"permissionsBefore", "permissionsAfter", "expirationBefore", "expirationAfter",
-	"missing", "errorCode", "error", "reason", "attempts", "worker", "time",
+	"added", "removed", "errorCode", "error", "reason", "attempts", "worker", "time",
 }
 
-// Row is one line of a report: the JSON Lines object, and the CSV row in
-// the order of Header. See the package documentation for each field.
+// Row is one line of a report, about one member of one Safe: the JSON
+// Lines object, and the CSV row in the order of Header. See the package
+// documentation for each field.
 type Row struct {
 	Run       string `json:"run"`
 	Mode      string `json:"mode"`
 	Safe      string `json:"safe"`
 	SafeURLID string `json:"safeUrlId"`
-	Status    string `json:"status"`
-	Member    string `json:"member"`
+	// Rule names the rule(s) concerning the member, comma-separated; ""
+	// on the row of a Safe without member entries (skipped by the
+	// planner).
+	Rule       string `json:"rule"`
+	Member     string `json:"member"`
+	MemberType string `json:"memberType"`
+	// Status is the member's outcome, or the Safe's on a row without a
+	// member.
+	Status string `json:"status"`
+	// Change is add, update, remove or "".
+	Change string `json:"change"`
 	// PermissionsBefore and PermissionsAfter are nil when the state is
 	// absent (not a member, or not read).
 	PermissionsBefore []string `json:"permissionsBefore"`
@@ -93,8 +103,9 @@ type Row struct {
 	// membership does not expire or the state is absent.
 	ExpirationBefore *string `json:"expirationBefore"`
 	ExpirationAfter  *string `json:"expirationAfter"`
-	// Missing is never nil.
-	Missing   []string `json:"missing"`
+	// Added and Removed are never nil.
+	Added     []string `json:"added"`
+	Removed   []string `json:"removed"`
 	ErrorCode string   `json:"errorCode"`
 	Error     string   `json:"error"`
 	Reason    string   `json:"reason"`
@@ -104,28 +115,47 @@ type Row struct {
 	Time string `json:"time"`
 }
 
-// RowOf returns the report row of one result.
-func RowOf(r jobs.Result) Row {
-	row := Row{
+// RowsOf returns the report rows of one result: one per member entry, or
+// one for the Safe when it has none (a Safe the planner skipped, or a job
+// that failed before reading).
+func RowsOf(r jobs.Result) []Row {
+	base := Row{
 		Run:       r.Run,
 		Mode:      string(r.Mode),
 		Safe:      r.Safe.Name,
 		SafeURLID: r.Safe.URLID,
 		Status:    string(r.Status),
-		Member:    r.Member,
-		Missing:   r.Missing.Names(),
+		Added:     []string{},
+		Removed:   []string{},
 		ErrorCode: r.ErrorCode,
 		Error:     r.Error,
 		Reason:    r.Reason,
 		Attempts:  r.Attempts,
 		Worker:    r.Worker,
 	}
-	row.PermissionsBefore, row.ExpirationBefore = state(r.Before)
-	row.PermissionsAfter, row.ExpirationAfter = state(r.After)
 	if !r.Time.IsZero() {
-		row.Time = r.Time.UTC().Format(time.RFC3339Nano)
+		base.Time = r.Time.UTC().Format(time.RFC3339Nano)
 	}
-	return row
+	if len(r.Members) == 0 {
+		return []Row{base}
+	}
+	rows := make([]Row, 0, len(r.Members))
+	for _, m := range r.Members {
+		row := base
+		row.Rule, row.Member, row.MemberType = m.Rule, m.Member.Name, m.Member.Type
+		row.Status, row.Change = string(m.Status), string(m.Change)
+		row.Added, row.Removed = m.Added.Names(), m.Removed.Names()
+		if m.ErrorCode != "" || m.Error != "" {
+			row.ErrorCode, row.Error = m.ErrorCode, m.Error
+		}
+		if m.Reason != "" {
+			row.Reason = m.Reason
+		}
+		row.PermissionsBefore, row.ExpirationBefore = state(m.Before)
+		row.PermissionsAfter, row.ExpirationAfter = state(m.After)
+		rows = append(rows, row)
+	}
+	return rows
 }
 
 // state splits a member state into its flag names (nil: absent) and
@@ -150,13 +180,17 @@ func (row Row) record() []string {
 		row.Mode,
 		guard(row.Safe),
 		guard(row.SafeURLID),
-		row.Status,
+		guard(row.Rule),
 		guard(row.Member),
+		row.MemberType,
+		row.Status,
+		row.Change,
 		permCell(row.PermissionsBefore),
 		permCell(row.PermissionsAfter),
 		expCell(row.ExpirationBefore),
 		expCell(row.ExpirationAfter),
-		strings.Join(row.Missing, " "),
+		strings.Join(row.Added, " "),
+		strings.Join(row.Removed, " "),
 		guard(row.ErrorCode),
 		guard(row.Error),
 		guard(row.Reason),
@@ -223,21 +257,22 @@ func NewWriter(w io.Writer, f Format) *Writer {
 	return rw
 }
 
-// Write writes the row of r (for CSV, after the header row on the first
+// Write writes the rows of r (for CSV, after the header row on the first
 // call). After an error, every later call returns it.
 func (w *Writer) Write(r jobs.Result) error {
 	if w.err != nil {
 		return w.err
 	}
-	row := RowOf(r)
-	switch w.format {
-	case FormatCSV:
-		w.writeHeader()
-		if w.err == nil {
-			w.setErr(w.csv.Write(row.record()))
+	for _, row := range RowsOf(r) {
+		switch w.format {
+		case FormatCSV:
+			w.writeHeader()
+			if w.err == nil {
+				w.setErr(w.csv.Write(row.record()))
+			}
+		case FormatJSONL:
+			w.setErr(w.json.Encode(row))
 		}
-	case FormatJSONL:
-		w.setErr(w.json.Encode(row))
 	}
 	return w.err
 }

@@ -24,8 +24,19 @@ func result(name string, status jobs.Status) jobs.Result {
 	return jobs.Result{
 		V: jobs.Version, Run: run, Mode: jobs.ModeApply,
 		Safe:   jobs.SafeRef{URLID: strings.ReplaceAll(name, " ", "%20"), Name: name},
-		Member: "PSMAppUsers", Status: status, Attempts: 1, Worker: "worker-1/42", Time: when,
+		Status: status, Attempts: 1, Worker: "worker-1/42", Time: when,
 	}
+}
+
+var psm = jobs.MemberRef{Name: "PSMAppUsers", Type: "Group", SearchIn: "Vault"}
+
+// member adds one member entry of the psm-unlock rule to r, with r's
+// status, and returns it for more fields.
+func member(r *jobs.Result, before, after *jobs.MemberState) *jobs.MemberResult {
+	m := jobs.MemberResult{Rule: "psm-unlock", Member: psm, Status: r.Status, Before: before, After: after}
+	m.Change, m.Added, m.Removed = jobs.ChangeOf(before, after)
+	r.Members = append(r.Members, m)
+	return &r.Members[len(r.Members)-1]
 }
 
 func exp(unix int64) *int64 { return &unix }
@@ -33,16 +44,18 @@ func exp(unix int64) *int64 { return &unix }
 // results covers every status and the awkward names.
 func results() []jobs.Result {
 	applied := result("Linux Root", jobs.StatusApplied)
-	applied.After = &jobs.MemberState{Permissions: pam.Perms(pam.UnlockAccounts, pam.ListAccounts)}
+	member(&applied, nil, &jobs.MemberState{Permissions: pam.Perms(pam.UnlockAccounts, pam.ListAccounts)})
+	gone := member(&applied, &jobs.MemberState{Permissions: pam.Perms(pam.UseAccounts)}, nil)
+	gone.Rule, gone.Member = "offboard-jdoe,cleanup", jobs.MemberRef{Name: "jdoe", Type: "User"}
 
 	unchanged := result(`Finance, "EU"`, jobs.StatusUnchanged)
-	unchanged.Before = &jobs.MemberState{Permissions: pam.Perms(pam.ListAccounts, pam.UnlockAccounts), Expiration: exp(1798761600)}
-	unchanged.After = unchanged.Before
+	st := &jobs.MemberState{Permissions: pam.Perms(pam.ListAccounts, pam.UnlockAccounts), Expiration: exp(1798761600)}
+	member(&unchanged, st, st)
 
 	drift := result("Zürich Ops\nline two", jobs.StatusDrift)
 	drift.Mode = jobs.ModeCheck
-	drift.Before = &jobs.MemberState{Permissions: pam.Perms(pam.ListAccounts)}
-	drift.Missing = pam.Perms(pam.UnlockAccounts)
+	member(&drift, &jobs.MemberState{Permissions: pam.Perms(pam.ListAccounts, pam.RetrieveAccounts)},
+		&jobs.MemberState{Permissions: pam.Perms(pam.ListAccounts, pam.UnlockAccounts)})
 
 	skipped := result("PVWAConfig", jobs.StatusSkipped)
 	skipped.Reason = "internal Safe"
@@ -54,9 +67,8 @@ func results() []jobs.Result {
 	failed.Attempts = 8
 
 	conflict := result("@SUM(A1)", jobs.StatusConflict)
-	conflict.Before = &jobs.MemberState{} // a member without any flag
-	conflict.ErrorCode = "-1+2"
-	conflict.Error = "+member changed"
+	c := member(&conflict, &jobs.MemberState{}, &jobs.MemberState{}) // a member without any flag
+	c.ErrorCode, c.Error = "-1+2", "+member changed"
 	conflict.Time = time.Time{}
 	return []jobs.Result{applied, unchanged, drift, skipped, failed, conflict}
 }
@@ -123,8 +135,8 @@ func TestCSV(t *testing.T) {
 	if !slices.Equal(recs[0], report.Header) {
 		t.Fatalf("header = %q, want %q", recs[0], report.Header)
 	}
-	if len(recs) != 7 {
-		t.Fatalf("got %d records, want header + 6", len(recs))
+	if len(recs) != 8 {
+		t.Fatalf("got %d records, want header + 7", len(recs))
 	}
 	col := make(map[string]int)
 	for i, h := range report.Header {
@@ -137,27 +149,33 @@ func TestCSV(t *testing.T) {
 	}{
 		{"applied, not a member before", 1, map[string]string{
 			"run": run, "mode": "apply", "safe": "Linux Root", "safeUrlId": "Linux%20Root", "status": "applied",
-			"member": "PSMAppUsers", "permissionsBefore": "-", "permissionsAfter": "listAccounts unlockAccounts",
-			"expirationBefore": "", "attempts": "1", "worker": "worker-1/42", "time": "2026-11-23T09:46:03.12Z",
+			"rule": "psm-unlock", "member": "PSMAppUsers", "memberType": "Group", "change": "add",
+			"permissionsBefore": "-", "permissionsAfter": "listAccounts unlockAccounts", "added": "listAccounts unlockAccounts",
+			"removed": "", "expirationBefore": "", "attempts": "1", "worker": "worker-1/42", "time": "2026-11-23T09:46:03.12Z",
 		}},
-		{"comma and quotes, expiration", 2, map[string]string{
-			"safe": `Finance, "EU"`, "permissionsBefore": "listAccounts unlockAccounts",
+		{"second member of the same Safe, removed", 2, map[string]string{
+			"safe": "Linux Root", "rule": "offboard-jdoe,cleanup", "member": "jdoe", "memberType": "User", "change": "remove",
+			"permissionsBefore": "useAccounts", "permissionsAfter": "-", "removed": "useAccounts", "added": "",
+		}},
+		{"comma and quotes, expiration", 3, map[string]string{
+			"safe": `Finance, "EU"`, "permissionsBefore": "listAccounts unlockAccounts", "change": "",
 			"expirationBefore": "2027-01-01T00:00:00Z", "expirationAfter": "2027-01-01T00:00:00Z",
 		}},
-		{"newline and non-ASCII, drift", 3, map[string]string{
-			"safe": "Zürich Ops\nline two", "mode": "check", "status": "drift",
-			"permissionsBefore": "listAccounts", "permissionsAfter": "-", "missing": "unlockAccounts",
+		{"newline and non-ASCII, drift", 4, map[string]string{
+			"safe": "Zürich Ops\nline two", "mode": "check", "status": "drift", "change": "update",
+			"permissionsBefore": "retrieveAccounts listAccounts", "permissionsAfter": "listAccounts unlockAccounts",
+			"added": "unlockAccounts", "removed": "retrieveAccounts",
 		}},
-		{"skipped", 4, map[string]string{
-			"status": "skipped", "reason": "internal Safe", "attempts": "0", "worker": "", "errorCode": "",
+		{"skipped Safe without member entries", 5, map[string]string{
+			"status": "skipped", "reason": "internal Safe", "attempts": "0", "worker": "", "errorCode": "", "member": "", "rule": "",
 		}},
-		{"formula name guarded", 5, map[string]string{
+		{"formula name guarded", 6, map[string]string{
 			"safe": `'=HYPERLINK("http://x")`, "safeUrlId": `'=HYPERLINK("http://x")`,
 			"errorCode": "MAX_DELIVERIES", "error": "gave up after 8 deliveries; job moved to SAFEPERM_DLQ", "attempts": "8",
 		}},
-		{"@, -, + guarded; member without flags; no time", 6, map[string]string{
+		{"@, -, + guarded; member without flags; no time", 7, map[string]string{
 			"safe": "'@SUM(A1)", "errorCode": "'-1+2", "error": "'+member changed",
-			"permissionsBefore": "", "permissionsAfter": "-", "time": "",
+			"permissionsBefore": "", "permissionsAfter": "", "time": "",
 		}},
 	}
 	for _, tt := range tests {
@@ -201,8 +219,12 @@ func TestJSONL(t *testing.T) {
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
 	}
-	if len(lines) != len(in) {
-		t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(in), strings.Join(lines, "\n"))
+	var want []report.Row
+	for _, r := range in {
+		want = append(want, report.RowsOf(r)...)
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(want), strings.Join(lines, "\n"))
 	}
 	for i, line := range lines {
 		// Every field is always present, so consumers can rely on the keys.
@@ -219,8 +241,8 @@ func TestJSONL(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &row); err != nil {
 			t.Fatalf("line %d: %v", i, err)
 		}
-		if want := report.RowOf(in[i]); !rowEqual(row, want) {
-			t.Errorf("line %d decodes to %+v, want %+v", i, row, want)
+		if !rowEqual(row, want[i]) {
+			t.Errorf("line %d decodes to %+v, want %+v", i, row, want[i])
 		}
 	}
 	tests := []struct {
@@ -229,12 +251,13 @@ func TestJSONL(t *testing.T) {
 		want string // substring of the line
 	}{
 		{"absent state is null", 0, `"permissionsBefore":null,"permissionsAfter":["listAccounts","unlockAccounts"]`},
-		{"expiration", 1, `"expirationBefore":"2027-01-01T00:00:00Z"`},
-		{"names verbatim, no HTML escaping", 4, `"safe":"=HYPERLINK(\"http://x\")"`},
-		{"non-ASCII and newline", 2, `"safe":"Zürich Ops\nline two"`},
-		{"member without flags is []", 5, `"permissionsBefore":[]`},
-		{"missing is never null", 0, `"missing":[]`},
-		{"no time", 5, `"time":""`},
+		{"rule and member", 1, `"rule":"offboard-jdoe,cleanup","member":"jdoe","memberType":"User","status":"applied","change":"remove"`},
+		{"expiration", 2, `"expirationBefore":"2027-01-01T00:00:00Z"`},
+		{"names verbatim, no HTML escaping", 5, `"safe":"=HYPERLINK(\"http://x\")"`},
+		{"non-ASCII and newline", 3, `"safe":"Zürich Ops\nline two"`},
+		{"member without flags is []", 6, `"permissionsBefore":[]`},
+		{"removed is never null", 0, `"removed":[]`},
+		{"no time", 6, `"time":""`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -67,18 +67,23 @@ func (e *env) publish(t testing.TB, run string, mode jobs.Mode, rs ...res) {
 	for _, x := range rs {
 		r := jobs.Result{
 			V: jobs.Version, Run: run, Mode: mode, Safe: jobs.SafeRef{URLID: x.safe, Name: x.safe},
-			Member: "PSMAppUsers", Status: x.status, Attempts: 1, Worker: "test", Time: time.Now().UTC(),
+			Status: x.status, Attempts: 1, Worker: "test", Time: time.Now().UTC(),
 		}
+		m := jobs.MemberResult{Rule: "psm-unlock", Member: jobs.MemberRef{Name: "PSMAppUsers", Type: "Group"}, Status: x.status}
 		switch x.status {
 		case jobs.StatusApplied:
-			r.After = &jobs.MemberState{Permissions: testPerms}
+			m.After, m.Change, m.Added = &jobs.MemberState{Permissions: testPerms}, jobs.ChangeAdd, testPerms
 		case jobs.StatusDrift:
-			r.Before = &jobs.MemberState{Permissions: pam.Perms(pam.ListAccounts)}
-			r.Missing = pam.Perms(pam.UnlockAccounts)
+			m.Before = &jobs.MemberState{Permissions: pam.Perms(pam.ListAccounts)}
+			m.After, m.Change, m.Added = &jobs.MemberState{Permissions: testPerms}, jobs.ChangeUpdate, pam.Perms(pam.UnlockAccounts)
 		case jobs.StatusFailed, jobs.StatusConflict:
 			r.ErrorCode, r.Error = "PASWS013E", "member changed\x1b[31m under us"
+			m.ErrorCode, m.Error = r.ErrorCode, r.Error
 		case jobs.StatusSkipped:
 			r.Reason = "internal Safe"
+		}
+		if x.status != jobs.StatusSkipped {
+			r.Members = []jobs.MemberResult{m}
 		}
 		if _, err := jobs.PublishResult(ctx, e.js, r); err != nil {
 			t.Fatalf("publish result: %v", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,6 +54,18 @@ func Summary(w io.Writer, o Outcome) {
 	}
 	tw.printf("  %s\n", strings.Join(parts, ", "))
 
+	if len(o.Rules) > 1 || (len(o.Rules) == 1 && o.Rules[jobs.RuleV1] == nil && o.Rules["flags"] == nil) {
+		tw.printf("by rule (members):\n")
+		for _, rule := range slices.Sorted(maps.Keys(o.Rules)) {
+			var parts []string
+			for _, st := range jobs.AllStatuses() {
+				if n := o.Rules[rule][st]; n > 0 {
+					parts = append(parts, fmt.Sprintf("%s %d", st, n))
+				}
+			}
+			tw.printf("  %s: %s\n", cleanText(rule), strings.Join(parts, ", "))
+		}
+	}
 	if n := o.Failed(); n > 0 {
 		tw.printf("failed or conflict (%d):\n", n)
 		listed := min(len(o.Failures), SummaryMaxListed)
@@ -67,12 +80,44 @@ func Summary(w io.Writer, o Outcome) {
 		tw.printf("drift (%d):\n", n)
 		listed := min(len(o.Drift), SummaryMaxListed)
 		for _, r := range o.Drift[:listed] {
-			tw.printf("  %s: missing %s\n", quoteName(r.Safe.Name), strings.Join(r.Missing.Names(), " "))
+			tw.printf("  %s: %s\n", quoteName(r.Safe.Name), DriftText(r))
 		}
 		if more := n - listed; more > 0 {
 			tw.printf("  ... and %d more (see the report)\n", more)
 		}
 	}
+}
+
+// DriftText says what a check run would change on one Safe, member by
+// member: `PSMAppUsers +unlockAccounts; HelpDesk -retrieveAccounts; "jdoe"
+// would be removed`.
+func DriftText(r jobs.Result) string {
+	var parts []string
+	for _, m := range r.Members {
+		if m.Status != jobs.StatusDrift {
+			continue
+		}
+		name := quoteName(m.Member.Name)
+		switch m.Change {
+		case jobs.ChangeAdd:
+			parts = append(parts, fmt.Sprintf("%s would be added with %s", name, strings.Join(m.Added.Names(), " ")))
+		case jobs.ChangeRemove:
+			parts = append(parts, name+" would be removed")
+		default:
+			var flags []string
+			for _, f := range m.Added.Names() {
+				flags = append(flags, "+"+f)
+			}
+			for _, f := range m.Removed.Names() {
+				flags = append(flags, "-"+f)
+			}
+			if len(flags) == 0 {
+				flags = append(flags, "expiry")
+			}
+			parts = append(parts, name+" "+strings.Join(flags, " "))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // errWriter remembers the first write error so printing code stays flat.

@@ -26,7 +26,9 @@ func TestSummary(t *testing.T) {
 	for i := range watch.SummaryMaxListed + 5 {
 		manyFailures = append(manyFailures, failure(fmt.Sprintf("Safe %02d", i)))
 	}
-	drift := jobs.Result{Safe: jobs.SafeRef{Name: "Drifty"}, Status: jobs.StatusDrift, Missing: pam.Perms(pam.UnlockAccounts, pam.ListAccounts)}
+	drift := jobs.Result{Safe: jobs.SafeRef{Name: "Drifty"}, Status: jobs.StatusDrift, Members: []jobs.MemberResult{{
+		Rule: "psm-unlock", Member: jobs.MemberRef{Name: "PSMAppUsers"}, Status: jobs.StatusDrift, Change: jobs.ChangeAdd,
+		Added: pam.Perms(pam.UnlockAccounts, pam.ListAccounts)}}}
 	run := jobs.Run{ID: "r1", Mode: jobs.ModeApply, State: jobs.RunRunning, Published: 10, PlanningDone: true}
 	check := run
 	check.Mode = jobs.ModeCheck
@@ -56,7 +58,7 @@ func TestSummary(t *testing.T) {
 		{
 			name: "check lists drift",
 			o:    watch.Outcome{Run: check, Done: 10, Complete: true, Counts: map[jobs.Status]int{jobs.StatusDrift: 1, jobs.StatusUnchanged: 9}, Drift: []jobs.Result{drift}},
-			want: []string{"run r1 (check)", "drift (1):\n", `  "Drifty": missing listAccounts unlockAccounts` + "\n"},
+			want: []string{"run r1 (check)", "drift (1):\n", `  "Drifty": "PSMAppUsers" would be added with listAccounts unlockAccounts` + "\n"},
 		},
 		{
 			name: "incomplete failed run",

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -154,6 +155,9 @@ type Outcome struct {
 	Failures []jobs.Result
 	// Drift are the drift results, capped like Failures.
 	Drift []jobs.Result
+	// Rules counts, for each rule, the members it concerned by their
+	// status (a member several rules concern counts for each).
+	Rules map[string]map[jobs.Status]int
 }
 
 // Failed returns the number of failed and conflict Safes.
@@ -209,7 +213,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, runID string, opt Option
 	w := &watcher{
 		runID: runID, opt: opt, log: log, run: run, started: time.Now(),
 		tally: jobs.NewTally(), meter: newRateMeter(rateWindow),
-		progressed: make(chan struct{}, 1),
+		progressed: make(chan struct{}, 1), rules: map[string]map[jobs.Status]int{},
 	}
 	w.view = newView(opt, runID)
 
@@ -270,6 +274,7 @@ type watcher struct {
 	lastTime time.Time // latest result time
 	failures []jobs.Result
 	drift    []jobs.Result
+	rules    map[string]map[jobs.Status]int
 }
 
 // add is the Follow callback.
@@ -290,6 +295,7 @@ func (w *watcher) add(r jobs.Result) error {
 	case r.Status == jobs.StatusDrift && len(w.drift) < w.opt.MaxListed:
 		w.drift = append(w.drift, r)
 	}
+	countRules(w.rules, r)
 	w.mu.Unlock()
 	if w.opt.OnResult != nil {
 		w.opt.OnResult(r)
@@ -359,6 +365,23 @@ func (w *watcher) loop(ctx context.Context, followDone <-chan error) (Outcome, e
 	}
 }
 
+// countRules adds the member entries of r to the per-rule counts.
+func countRules(rules map[string]map[jobs.Status]int, r jobs.Result) {
+	for _, m := range r.Members {
+		for rule := range strings.SplitSeq(m.Rule, ",") {
+			if rule == "" {
+				continue
+			}
+			c := rules[rule]
+			if c == nil {
+				c = map[jobs.Status]int{}
+				rules[rule] = c
+			}
+			c[m.Status]++
+		}
+	}
+}
+
 // outcome returns the Outcome so far.
 func (w *watcher) outcome(complete bool) Outcome {
 	now := time.Now()
@@ -371,6 +394,10 @@ func (w *watcher) outcome(complete bool) Outcome {
 		Complete: complete,
 		Failures: append([]jobs.Result(nil), w.failures...),
 		Drift:    append([]jobs.Result(nil), w.drift...),
+		Rules:    make(map[string]map[jobs.Status]int, len(w.rules)),
+	}
+	for rule, c := range w.rules {
+		o.Rules[rule] = maps.Clone(c)
 	}
 	start, end := w.run.Started, now
 	if start.IsZero() {

@@ -9,6 +9,7 @@ import (
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/policy"
 	"github.com/safeperm/safeperm/internal/secret"
 )
 
@@ -50,11 +51,35 @@ func pick(t *testing.T, srv *pamtest.Server, class pamtest.Class, access pamtest
 	return pamtest.SafeInfo{}
 }
 
+// psmRule is the PSM unlock rule.
+var psmRule = policy.Directive{Rule: "psm-unlock", Member: jobs.MemberRef{Name: pamtest.PSMAppUsers, Type: "Group", SearchIn: "Vault"},
+	Action: policy.ActionGrant, Permissions: want}
+
 func jobFor(in pamtest.SafeInfo, mode jobs.Mode) jobs.Job {
 	return jobs.Job{V: jobs.Version, Run: "test-run", Mode: mode,
-		Safe:        jobs.SafeRef{URLID: in.URLID, Name: in.Name},
-		Member:      jobs.MemberRef{Name: pamtest.PSMAppUsers, Type: "Group", SearchIn: "Vault"},
-		Permissions: want}
+		Safe: jobs.SafeRef{URLID: in.URLID, Name: in.Name}, Rules: []policy.Directive{psmRule}}
+}
+
+// m0 is the result's entry for its first member (there is always one for
+// a job that read its Safe).
+func m0(t *testing.T, res jobs.Result) jobs.MemberResult {
+	t.Helper()
+	if len(res.Members) == 0 {
+		t.Fatalf("result without member entries: %+v", res)
+	}
+	return res.Members[0]
+}
+
+// rollbackOf is the rollback job of an apply result.
+func rollbackOf(in pamtest.SafeInfo, res jobs.Result) jobs.Job {
+	j := jobFor(in, jobs.ModeRollback)
+	j.Rules = nil
+	for _, m := range res.Members {
+		if m.Status == jobs.StatusApplied {
+			j.Restore = append(j.Restore, jobs.Restore{Rule: m.Rule, Member: m.Member, To: m.Before, Expect: m.After})
+		}
+	}
+	return j
 }
 
 func noSleep(context.Context, time.Duration) error { return nil }
@@ -154,19 +179,26 @@ func TestExecuteApply(t *testing.T) {
 			m, isMember := after.Member(pamtest.PSMAppUsers)
 
 			// Before in the result is what the vault held.
-			if in.PSMMember != (res.Before != nil) {
-				t.Errorf("result before %v, seeded member %v", res.Before, in.PSMMember)
+			mr := m0(t, res)
+			if in.PSMMember != (mr.Before != nil) {
+				t.Errorf("result before %v, seeded member %v", mr.Before, in.PSMMember)
 			}
-			if res.Before != nil && res.Before.Permissions != in.PSMPermissions {
-				t.Errorf("result before %s, seeded %s", res.Before.Permissions, in.PSMPermissions)
+			if mr.Before != nil && mr.Before.Permissions != in.PSMPermissions {
+				t.Errorf("result before %s, seeded %s", mr.Before.Permissions, in.PSMPermissions)
+			}
+			if mr.Rule != "psm-unlock" || mr.Status != tc.wantStatus {
+				t.Errorf("member entry %+v", mr)
 			}
 			switch tc.mode {
 			case jobs.ModeCheck:
 				if isMember != in.PSMMember || (isMember && m.Permissions != in.PSMPermissions) {
 					t.Errorf("check mode changed the member: %v", m)
 				}
-				if tc.wantStatus == jobs.StatusDrift && res.Missing != in.PSMPermissions.Missing(want) {
-					t.Errorf("missing %s, want %s", res.Missing, in.PSMPermissions.Missing(want))
+				if tc.wantStatus == jobs.StatusDrift && mr.Added != in.PSMPermissions.Missing(want) {
+					t.Errorf("would add %s, want %s", mr.Added, in.PSMPermissions.Missing(want))
+				}
+				if tc.wantStatus == jobs.StatusDrift && (mr.Change == jobs.ChangeAdd) == in.PSMMember {
+					t.Errorf("change %q for a member that was present: %v", mr.Change, in.PSMMember)
 				}
 			case jobs.ModeApply:
 				if !isMember {
@@ -179,8 +211,8 @@ func TestExecuteApply(t *testing.T) {
 				if in.PSMExpiration != 0 && (m.Expiration == nil || *m.Expiration != in.PSMExpiration) {
 					t.Errorf("expiration %v, want %d kept", m.Expiration, in.PSMExpiration)
 				}
-				if res.After == nil || res.After.Permissions != m.Permissions {
-					t.Errorf("result after %v, vault %s", res.After, m.Permissions)
+				if mr.After == nil || mr.After.Permissions != m.Permissions {
+					t.Errorf("result after %v, vault %s", mr.After, m.Permissions)
 				}
 			}
 		})
@@ -209,7 +241,8 @@ func TestExecutePermanentFailures(t *testing.T) {
 		{"deleted Safe", jobFor(gone, jobs.ModeApply), "SFWS0007", 1},
 		{"unknown principal", func() jobs.Job {
 			j := jobFor(unknown, jobs.ModeApply)
-			j.Member.Name = "NoSuchGroup"
+			j.Rules = []policy.Directive{psmRule}
+			j.Rules[0].Member.Name = "NoSuchGroup"
 			return j
 		}(), "CAWS00001E", 2},
 	}
@@ -222,6 +255,12 @@ func TestExecutePermanentFailures(t *testing.T) {
 			}
 			if res.Status != jobs.StatusFailed || res.ErrorCode != tc.wantCode {
 				t.Fatalf("got %s %q (%s), want failed %s", res.Status, res.ErrorCode, res.Error, tc.wantCode)
+			}
+			if mr := m0(t, res); mr.Status != jobs.StatusFailed || mr.ErrorCode != tc.wantCode {
+				t.Errorf("member entry %+v, want failed %s", mr, tc.wantCode)
+			}
+			if res.Op == "" {
+				t.Errorf("no op in %+v", res)
 			}
 			if n := srv.Stats().RequestsTotal; n != tc.calls {
 				t.Errorf("calls %d, want %d: a permanent error must not be retried", n, tc.calls)
@@ -257,11 +296,12 @@ func TestExecuteWriteAppliedThen500(t *testing.T) {
 			if st.MemberWrites.Total != 1 {
 				t.Errorf("writes %d, want exactly 1", st.MemberWrites.Total)
 			}
-			if res.Before.Equal(res.After) || res.After == nil || res.After.Permissions.Missing(want) != 0 {
-				t.Errorf("before %v after %v", res.Before, res.After)
+			mr := m0(t, res)
+			if mr.Before.Equal(mr.After) || mr.After == nil || mr.After.Permissions.Missing(want) != 0 {
+				t.Errorf("before %v after %v", mr.Before, mr.After)
 			}
-			if in.PSMMember != (res.Before != nil) {
-				t.Errorf("before %v should reflect the first read", res.Before)
+			if in.PSMMember != (mr.Before != nil) {
+				t.Errorf("before %v should reflect the first read", mr.Before)
 			}
 		})
 	}
@@ -352,9 +392,7 @@ func TestExecuteRollback(t *testing.T) {
 		if err != nil || res.Status != jobs.StatusApplied {
 			t.Fatalf("%s apply: %v %v", class, res.Status, err)
 		}
-		rb := jobFor(in, jobs.ModeRollback)
-		rb.Restore, rb.Expect = res.Before, res.After
-		got, _, err := e.Execute(ctx, rb)
+		got, _, err := e.Execute(ctx, rollbackOf(in, res))
 		if err != nil || got.Status != jobs.StatusApplied {
 			t.Fatalf("%s rollback: %v %v %s", class, got.Status, err, got.Error)
 		}
@@ -373,9 +411,7 @@ func TestExecuteRollback(t *testing.T) {
 	}
 	hand, _ := srv.SafeState(in.Name)
 	srv.ResetStats()
-	rb := jobFor(in, jobs.ModeRollback)
-	rb.Restore, rb.Expect = res.Before, res.After
-	got, _, err := e.Execute(ctx, rb)
+	got, _, err := e.Execute(ctx, rollbackOf(in, res))
 	if err != nil || got.Status != jobs.StatusConflict {
 		t.Fatalf("rollback of a hand-changed Safe: %v %v", got.Status, err)
 	}

@@ -102,9 +102,9 @@ func TestWorkerRunConverges(t *testing.T) {
 		r := got[name]
 		var ws jobs.Status
 		switch {
-		case in.Access == pamtest.AccessReadOnly && in.PSMPermissions.Missing(jobFor(in, jobs.ModeApply).Permissions) != 0:
+		case in.Access == pamtest.AccessReadOnly && in.PSMPermissions.Missing(want) != 0:
 			ws = jobs.StatusFailed
-		case in.PSMPermissions.Missing(jobFor(in, jobs.ModeApply).Permissions) == 0:
+		case in.PSMPermissions.Missing(want) == 0:
 			ws = jobs.StatusUnchanged
 		default:
 			ws = jobs.StatusApplied
@@ -304,8 +304,8 @@ func TestIntentSurvivesCrash(t *testing.T) {
 		if res.Status != jobs.StatusApplied {
 			t.Errorf("%s: redelivery reported %s, want applied", class, res.Status)
 		}
-		if (res.Before != nil) != in.PSMMember || (res.Before != nil && res.Before.Permissions != in.PSMPermissions) {
-			t.Errorf("%s: before %v, want the seeded state (member %v, %s)", class, res.Before, in.PSMMember, in.PSMPermissions)
+		if b := m0(t, res).Before; (b != nil) != in.PSMMember || (b != nil && b.Permissions != in.PSMPermissions) {
+			t.Errorf("%s: before %v, want the seeded state (member %v, %s)", class, b, in.PSMMember, in.PSMPermissions)
 		}
 		if srv.Stats().WritesBySafe[in.Name] != 1 {
 			t.Errorf("%s: %d writes, want 1", class, srv.Stats().WritesBySafe[in.Name])

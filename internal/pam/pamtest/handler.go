@@ -104,19 +104,27 @@ func (h *Handler) Close() { h.closeOnce.Do(func() { close(h.done) }) }
 type recorder struct {
 	http.ResponseWriter
 	status int
+	// onStatus is called once with the status, before the answer is
+	// sent: a client that has its answer finds the request counted.
+	onStatus func(status int)
+}
+
+func (r *recorder) setStatus(code int) {
+	if r.status == 0 {
+		r.status = code
+		if r.onStatus != nil {
+			r.onStatus(code)
+		}
+	}
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
+	r.setStatus(code)
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
+	r.setStatus(http.StatusOK)
 	return r.ResponseWriter.Write(b)
 }
 
@@ -246,11 +254,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveAdmin(w, r, segs[1:])
 		return
 	}
-	c := &call{h: h, w: &recorder{ResponseWriter: w}, r: r}
+	c := &call{h: h, r: r}
+	c.w = &recorder{ResponseWriter: w, onStatus: func(status int) { h.c.count(c.route, status) }}
 	cur := h.c.inFlight.Add(1)
 	defer func() {
 		h.c.inFlight.Add(-1)
-		h.c.count(c.route, c.w.status)
+		c.w.setStatus(0) // counted as status 0 if nothing was written
 	}()
 	kind := pathUnknown
 	if ok {

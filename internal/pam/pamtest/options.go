@@ -84,6 +84,12 @@ type Options struct {
 	// Principals are more names the vault's directory knows, so that POST
 	// member accepts them.
 	Principals []Principal
+	// PolicyMembers seeds the principals of the policy migrations (Security
+	// Auditors, HelpDesk, LinuxAdmins, Domain Ops Admins, NEWCORP Ops
+	// Admins, jdoe) on account Safes, adds "DB-NNNN" and "db.test.NNN"
+	// Safe names, and has a second CPM user, PasswordManager_Linux, manage
+	// half of the Linux Safes. It changes which name each Safe gets.
+	PolicyMembers bool
 
 	// Cloud switches to Privilege Cloud (ISPSS) behaviour: tokens come from
 	// POST /oauth2/platformtoken and are sent as "Bearer <token>", the PVWA

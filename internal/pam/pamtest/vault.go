@@ -172,7 +172,7 @@ type namePattern struct {
 	width            int
 }
 
-func namePatterns() []namePattern {
+func namePatterns(policy bool) []namePattern {
 	ps := []namePattern{
 		{prefix: "Finance Team ", width: 3},
 		{prefix: "db.prod.", width: 3},
@@ -189,6 +189,9 @@ func namePatterns() []namePattern {
 		{prefix: "東京 Safe "},
 		{prefix: "Help Desk ", suffix: " (Tier 2)"},
 		{prefix: "Sales.EMEA "},
+	}
+	if policy {
+		ps = append(ps, policyPatterns()...)
 	}
 	for i := range ps {
 		ps[i].lprefix = strings.ToLower(ps[i].prefix)
@@ -255,7 +258,7 @@ func NewVault(opts Options) (*Vault, error) {
 		opts:      opts,
 		n:         opts.Safes,
 		byLower:   make(map[string]int),
-		patterns:  namePatterns(),
+		patterns:  namePatterns(opts.PolicyMembers),
 		userByKey: make(map[string]*vaultUser),
 		directory: make(map[string]*principal),
 		fixed:     make(map[string]*principal),
@@ -313,6 +316,11 @@ func NewVault(opts Options) (*Vault, error) {
 		{name: CPMConnector, typ: typeUser, id: guidOf(CPMConnector)},
 	} {
 		v.fixed[p.name] = add(p)
+	}
+	if opts.PolicyMembers {
+		for _, p := range policyPrincipals() {
+			v.fixed[p.name] = add(p)
+		}
 	}
 	admin := &vaultUser{principal: principal{name: opts.AdminUser, typ: typeUser, id: "2", idNum: true}, password: opts.AdminPassword}
 	v.users = append(v.users, admin)
@@ -593,6 +601,9 @@ func (v *Vault) info(i int, names bool) SafeInfo {
 	default:
 		info.ManagingCPM = CPMPasswordManager + "," + CPMConnector
 	}
+	if v.opts.PolicyMembers {
+		info.ManagingCPM = v.policyCPM(i, info.ManagingCPM)
+	}
 	info.QuotedCreationTime = unit(v.hash(i, saltQuoted)) < m.QuotedCreationTime
 	return info
 }
@@ -666,15 +677,18 @@ func (v *Vault) baseMembers(info *SafeInfo, dst []member) []member {
 		}
 	} else {
 		dst = append(dst, member{p: v.fixed[Auditors], perms: permsAuditors})
-		for _, cpm := range []string{CPMPasswordManager, CPMConnector} {
-			if strings.Contains(info.ManagingCPM, cpm) {
-				dst = append(dst, member{p: v.fixed[cpm], perms: permsCPM})
+		for cpm := range strings.SplitSeq(info.ManagingCPM, ",") {
+			if p := v.fixed[cpm]; p != nil {
+				dst = append(dst, member{p: p, perms: permsCPM})
 			}
 		}
 	}
 	if info.PSMMember {
 		dst = append(dst, member{p: v.fixed[PSMAppUsers], perms: info.PSMPermissions,
 			expiry: info.PSMExpiration, hasExpiry: info.PSMExpiration != 0})
+	}
+	if v.opts.PolicyMembers && !info.Internal {
+		dst = v.policyMembers(info.Index, dst)
 	}
 	for _, u := range v.users[1:] {
 		if perms, ok := v.userRights(u, info); ok {
