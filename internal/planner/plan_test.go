@@ -18,6 +18,7 @@ import (
 	"github.com/safeperm/safeperm/internal/policy"
 	"github.com/safeperm/safeperm/internal/scope"
 	"github.com/safeperm/safeperm/internal/secret"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 type env struct {
@@ -265,4 +266,95 @@ func TestStartListingSurvivesTransientErrors(t *testing.T) {
 		t.Fatalf("queued %d jobs, want %d", e.jobsIn(t, "run-faults"), clean.Published)
 	}
 	t.Logf("listing survived %d HTML 500s and %d 429s", st.Faults.Random500, st.Faults.Random429)
+}
+
+// TestStartPolicy: each job carries exactly the rules that apply to its
+// Safe (patterns, except, managedBy), and a Safe in scope that no rule
+// applies to is reported skipped, not sent to the workers.
+func TestStartPolicy(t *testing.T) {
+	ctx := testutil.Context(t, 60*time.Second)
+	ne := natstest.Start(t, "")
+	js, st := ne.JS, ne.Setup(t, nil)
+	srv, err := pamtest.NewServer(pamtest.Options{Safes: 600, Seed: 33, PolicyMembers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c, err := pam.New(pam.Config{BaseURL: srv.URL, Username: pamtest.DefaultAdminUser, Password: secret.New(pamtest.DefaultAdminPassword)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	if err := c.Logon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	auditors := policy.Rule{Name: "auditors", Safes: []scope.Pattern{scope.NewPattern("DB-*"), scope.NewPattern("db.*")},
+		Except: []scope.Pattern{scope.NewPattern("db.test.*")}, Member: jobs.MemberRef{Name: pamtest.SecurityAuditors, Type: "Group"},
+		Action: policy.ActionGrant, Permissions: pam.Perms(pam.ListAccounts)}
+	linux := policy.Rule{Name: "linux", Safes: []scope.Pattern{scope.NewPattern("Linux*")}, ManagedBy: []string{pamtest.CPMLinux},
+		Member: jobs.MemberRef{Name: pamtest.LinuxAdmins, Type: "Group"}, Action: policy.ActionExactly, Permissions: pam.Perms(pam.ListAccounts)}
+	pol := &policy.Policy{Version: 1, Rules: []policy.Rule{auditors, linux}}
+	p := Plan{Run: "run-policy", Mode: jobs.ModeCheck, Policy: pol, Logger: zerolog.Nop()}
+	rec, sum, err := Start(ctx, js, st, SafesSource(c), p, jobs.RunParams{}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, jobs.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := srv.Vault()
+	wantJobs, noRule := 0, 0
+	for i := range v.Len() {
+		in := v.Info(i)
+		if in.Access == pamtest.AccessHidden || in.Internal {
+			continue
+		}
+		var want []string
+		name := strings.ToLower(in.Name)
+		if (strings.HasPrefix(name, "db-") || strings.HasPrefix(name, "db.")) && !strings.HasPrefix(name, "db.test.") {
+			want = append(want, "auditors")
+		}
+		if strings.HasPrefix(name, "linux") && in.ManagingCPM == pamtest.CPMLinux {
+			want = append(want, "linux")
+		}
+		if len(want) == 0 {
+			noRule++
+			continue
+		}
+		wantJobs++
+		msg, err := stream.GetLastMsgForSubject(ctx, jobs.JobSubject("run-policy", jobs.SafeKey(in.Name)))
+		if err != nil {
+			t.Fatalf("%s: no job (%v), want rules %v", in.Name, err, want)
+		}
+		j, err := jobs.DecodeJob(msg.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, d := range j.Rules {
+			got = append(got, d.Rule)
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("%s (%s): rules %v, want %v", in.Name, in.ManagingCPM, got, want)
+		}
+	}
+	if wantJobs == 0 || noRule == 0 {
+		t.Fatalf("vault has %d Safes with rules and %d without: the test proves nothing", wantJobs, noRule)
+	}
+	if rec.Published != wantJobs || sum.NoRule != noRule {
+		t.Errorf("published %d, no rule %d; want %d and %d", rec.Published, sum.NoRule, wantJobs, noRule)
+	}
+	var skippedNoRule int
+	if err := jobs.Replay(ctx, js, "run-policy", func(r jobs.Result) error {
+		if r.Status == jobs.StatusSkipped && r.Reason == noRuleReason {
+			skippedNoRule++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if skippedNoRule != noRule {
+		t.Errorf("%d skipped results say no rule applies, want %d", skippedNoRule, noRule)
+	}
 }
