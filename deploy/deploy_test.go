@@ -340,7 +340,7 @@ var contractFlags = struct {
 		"permissions": "string", "include": "string", "exclude": "string", "cpm": "string",
 		"report": "string", "watch": "bool", "run-id": "string", "data-dir": "string",
 		"workers": "int", "concurrency": "int", "rate": "float",
-		"embedded-listen": "string", "json": "bool",
+		"embedded-listen": "string", "json": "bool", "policy": "string", "allow-removals": "bool",
 	},
 	worker: map[string]string{
 		"concurrency": "int", "rate": "float", "metrics-addr": "string", "shutdown-timeout": "duration",
