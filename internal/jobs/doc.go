@@ -41,7 +41,14 @@
 //	safeperm_intents <run>.<safeKey>  {"v":2,"members":[{"name","before"|"absent"}]}  a worker's write intent (Intents)
 //
 // Leases live in their own bucket because per-key TTLs only expire in a
-// bucket with History 1 (verified on nats-server 2.15.2).
+// bucket with History 1 (verified on nats-server 2.15.2). Every lease write
+// is a compare-and-set on the key's revision, and every lease decision reads
+// the key from the stream leader (STREAM.MSG.GET), not with KeyValue.Get: a
+// direct get may be answered by an R3 replica that has not yet applied the
+// last write. A write whose ack was lost (a canceled or failed publish the
+// server stored anyway) is recognised on the next read by the value's
+// holder and acquired time, so Release still deletes the lease and renewals
+// go on.
 //
 // Tokens: <run> is a run id, ^[A-Za-z0-9_-]{1,64}$, normally from NewRunID
 // ("20261123T094512Z-3f9a2c"). <safeKey> is SafeKey(name): unpadded

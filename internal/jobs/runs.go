@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/safeperm/safeperm/internal/pam"
@@ -141,12 +142,16 @@ type Runs struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	leases jetstream.KeyValue
+
+	// publishLease publishes lease writes; nil means js.PublishMsg. Tests
+	// replace it (export_test.go) to lose an acknowledgement on purpose.
+	publishLease func(context.Context, *nats.Msg, ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
 
 // NewRuns returns a Runs over the buckets runs (RunsBucket) and leases
 // (LeasesBucket, or any bucket with History 1 and LimitMarkerTTL). js is
-// the JetStream context they were opened with; lease renewals publish
-// through it.
+// the JetStream context they were opened with; lease writes publish
+// through it, and lease reads ask the stream leader over js.Conn().
 func NewRuns(js jetstream.JetStream, runs, leases jetstream.KeyValue) *Runs {
 	return &Runs{js: js, kv: runs, leases: leases}
 }

@@ -193,6 +193,14 @@ func TestLease(t *testing.T) {
 	case <-time.After(5 * ttl):
 		t.Error("superseded lease not reported lost")
 	}
+	// Releasing the superseded handle leaves the new lease of the same
+	// holder alone.
+	if err := b.Release(ctx); err != nil {
+		t.Fatalf("Release of the superseded lease: %v", err)
+	}
+	if _, err := runs.AcquireLease(ctx, "r1", "planner-c", ttl); !errors.Is(err, jobs.ErrLeaseHeld) {
+		t.Fatalf("after the superseded handle's Release: AcquireLease = %v, want ErrLeaseHeld", err)
+	}
 
 	// A holder that stops renewing (its ctx ended, e.g. it crashed) loses
 	// the lease after the TTL, and someone else gets it.

@@ -149,26 +149,7 @@ func TestSetupCluster(t *testing.T) {
 		t.Skip("cluster")
 	}
 	ctx := testutil.Context(t, 60*time.Second)
-	servers, err := natsembed.StartCluster(ctx, 3, t.TempDir(), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { natsembed.ShutdownAll(servers) })
-	nc, err := jobs.Connect(ctx, jobs.ConnectOptions{URLs: natsembed.ClientURLs(servers), ReconnectWait: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := jobs.DefaultConfig()
-	cfg.Replicas = 3
-	s, err := jobs.Setup(ctx, js, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, s := startCluster(ctx, t)
 	if got := s.Jobs.CachedInfo().Config.Replicas; got != 3 {
 		t.Errorf("jobs replicas = %d, want 3", got)
 	}
@@ -223,4 +204,31 @@ func TestSetupCluster(t *testing.T) {
 		}
 		return l.Release(ctx)
 	})
+}
+
+// startCluster starts a 3-node cluster, connects to it and runs Setup with
+// Replicas 3. Everything is torn down with the test.
+func startCluster(ctx context.Context, t testing.TB) (jetstream.JetStream, *jobs.Streams) {
+	t.Helper()
+	servers, err := natsembed.StartCluster(ctx, 3, t.TempDir(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { natsembed.ShutdownAll(servers) })
+	nc, err := jobs.Connect(ctx, jobs.ConnectOptions{URLs: natsembed.ClientURLs(servers), ReconnectWait: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := jobs.DefaultConfig()
+	cfg.Replicas = 3
+	s, err := jobs.Setup(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, s
 }
