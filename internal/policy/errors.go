@@ -1,0 +1,65 @@
+package policy
+
+import (
+	"cmp"
+	"errors"
+	"slices"
+	"strings"
+)
+
+// ErrInvalid is matched (errors.Is) by every Errors that Parse, Load and
+// Validate return: the policy was refused, nothing may run.
+var ErrInvalid = errors.New("invalid policy")
+
+// Error is one problem of a policy, at the place in the file it concerns.
+type Error struct {
+	// Pos is where the problem is: the key or value concerned, or the
+	// start of the rule or file when something is missing.
+	Pos Pos
+	// Msg says what is wrong, and often how to fix it. It does not repeat
+	// the position.
+	Msg string
+}
+
+// Error returns "FILE:LINE:COL: message" (just the message when the
+// position is unknown, as for a policy made from flags).
+func (e *Error) Error() string {
+	if p := e.Pos.String(); p != "" {
+		return p + ": " + e.Msg
+	}
+	return e.Msg
+}
+
+// Errors is every problem found in a policy, in file order. Its Error
+// method puts one problem on each line, so the list can be printed as it
+// is (editors and CI systems jump to FILE:LINE:COL).
+type Errors []*Error
+
+// Error returns the problems, one per line.
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (es Errors) Is(target error) bool { return target == ErrInvalid }
+
+// Unwrap returns each problem.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// sorted returns the problems in file order, each once.
+func (es Errors) sorted() Errors {
+	slices.SortStableFunc(es, func(a, b *Error) int {
+		return cmp.Or(cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col))
+	})
+	return slices.CompactFunc(es, func(a, b *Error) bool { return *a == *b })
+}
