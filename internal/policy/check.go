@@ -88,15 +88,6 @@ func containsFold(list []string, s string) bool {
 	return false
 }
 
-// suggestKey returns `; did you mean "safes"?` for a misspelt key, or the
-// list of valid keys.
-func suggestKey(key string, valid []string) string {
-	if s := closest(key, valid); s != "" {
-		return fmt.Sprintf("; did you mean %q?", s)
-	}
-	return "; the keys are " + strings.Join(valid, ", ")
-}
-
 // gen1Permissions are the flag names of the old (Gen1, PrivateArk) Safe
 // member API, which people still type, with the Gen2 flag each became.
 var gen1Permissions = map[string]string{

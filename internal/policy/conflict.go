@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"unicode"
@@ -36,14 +35,14 @@ type Conflict struct {
 func (c Conflict) String() string {
 	where := func(r *Rule) string {
 		if p := r.Pos.String(); p != "" {
-			return fmt.Sprintf("%q (%s)", r.Name, p)
+			return message("%q (%s)", r.Name, p)
 		}
-		return fmt.Sprintf("%q", r.Name)
+		return message("%q", r.Name)
 	}
-	s := fmt.Sprintf("conflict: rules %s and %s set %s of %s differently on Safes such as %q",
+	s := message("conflict: rules %s and %s set %s of %s differently on Safes such as %q",
 		where(c.A), where(c.B), c.Flag, c.Member, c.Example)
 	if c.ManagingCPM != "" {
-		s += fmt.Sprintf(" managed by %s", c.ManagingCPM)
+		s += message(" managed by %s", c.ManagingCPM)
 	}
 	return s
 }
@@ -118,9 +117,10 @@ func commonCPM(a, b []string) (string, bool) {
 	return "", false
 }
 
-// maxWitnessStates bounds the search of Witness. Real patterns need a few
-// dozen states; a pathological set gives up rather than stall a check.
-const maxWitnessStates = 20000
+// maxWitnessSteps bounds the search of Witness (transitions tried). Real
+// patterns need a few hundred; a pathological set gives up rather than
+// stall a check.
+const maxWitnessSteps = 50000
 
 // Witness returns a shortest non-empty Safe name that matches at least one
 // pattern of every group and no pattern of except, or false when there is
@@ -278,9 +278,13 @@ func Witness(groups [][]scope.Pattern, except []scope.Pattern) (string, bool) {
 	// The start is not marked seen: it differs from a node with the same
 	// state in that a name may not begin with a blank.
 	seen := map[string]bool{}
+	steps := 0
 	for head := 0; head < len(nodes); head++ {
 		cur := nodes[head]
 		for _, c := range alphabet {
+			if steps++; steps > maxWitnessSteps {
+				return "", false
+			}
 			// Safe names are trimmed: no blank first or last.
 			blank := unicode.IsSpace(c)
 			if head == 0 && blank {
@@ -302,9 +306,6 @@ func Witness(groups [][]scope.Pattern, except []scope.Pattern) (string, bool) {
 			k := key(next)
 			if seen[k] {
 				continue
-			}
-			if len(nodes) >= maxWitnessStates {
-				return "", false
 			}
 			seen[k] = true
 			nodes = append(nodes, node{s: next, parent: head, r: c})

@@ -3,8 +3,11 @@ package policy
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 )
 
 // ErrInvalid is matched (errors.Is) by every Errors that Parse, Load and
@@ -62,4 +65,33 @@ func (es Errors) sorted() Errors {
 		return cmp.Or(cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col))
 	})
 	return slices.CompactFunc(es, func(a, b *Error) bool { return *a == *b })
+}
+
+// message formats a problem. Strings quoted with %q are quoted for
+// people, not for Go: "DOM\ops" rather than "DOM\\ops"; only a string
+// holding a double quote or a character that does not print is escaped.
+func message(format string, args ...any) string {
+	for i, a := range args {
+		if s, ok := a.(string); ok {
+			args[i] = text(s)
+		}
+	}
+	return fmt.Sprintf(format, args...)
+}
+
+// text is a string that %q quotes for people (see message).
+type text string
+
+// Format implements fmt.Formatter.
+func (t text) Format(f fmt.State, verb rune) {
+	s := string(t)
+	if verb != 'q' {
+		fmt.Fprint(f, s)
+		return
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return r == '"' || !unicode.IsPrint(r) && r != ' ' }) {
+		fmt.Fprint(f, strconv.Quote(s))
+		return
+	}
+	fmt.Fprint(f, `"`+s+`"`)
 }

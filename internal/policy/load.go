@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -93,7 +94,7 @@ type anchor struct {
 }
 
 func (d *decoder) add(pos Pos, format string, args ...any) {
-	d.errs = append(d.errs, &Error{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, &Error{Pos: pos, Msg: message(format, args...)})
 }
 
 func (d *decoder) at(line, col int) Pos { return Pos{File: d.file, Line: line, Col: col} }
@@ -421,10 +422,20 @@ func (d *decoder) top(p *Policy, body ast.Node) {
 		case e.key == "rules":
 			haveRules = true
 			d.rules(p, e)
+		case strings.HasPrefix(e.key, "x-"):
+			// An extension key: ignored, a place for anchors (&name) the
+			// rules refer to.
 		default:
-			d.add(e.keyPos, "unknown key %q%s", e.key, suggestKey(e.key, topKeys))
+			switch d.unknownKey(e, "", topKeys, "; keys starting with x- are ignored") {
+			case "version":
+				haveVersion = true
+			case "rules":
+				haveRules = true
+			}
 		}
 	}
+	// A missing key that an unknown key is a misspelling of has been
+	// reported as that.
 	start := d.pos(body)
 	if !haveVersion {
 		d.add(start, `missing "version"; add "version: 1"`)
@@ -568,6 +579,7 @@ func (d *decoder) rule(n ast.Node, i int) (Rule, bool) {
 		r.keyAt["name"], r.valAt["name"] = e.keyPos, pos
 	}
 	var actions []entry
+	misspelt := map[string]bool{} // keys an unknown key was taken for
 	for _, e := range entries {
 		if e.dupOf != nil {
 			d.add(e.keyPos, "duplicate key %q in %s (first at line %d)", e.key, label, e.dupOf.Line)
@@ -629,20 +641,26 @@ func (d *decoder) rule(n ast.Node, i int) (Rule, bool) {
 				d.add(pos, "%s must be true; leave it out otherwise", in)
 			}
 		default:
-			d.add(e.keyPos, "unknown key %q in %s%s", e.key, label, suggestKey(e.key, ruleKeys))
+			misspelt[d.unknownKey(e, " in "+label, ruleKeys, "")] = true
 		}
 	}
-	if _, ok := r.keyAt["name"]; !ok {
+	// A missing key that an unknown key is a misspelling of has been
+	// reported as that.
+	if _, ok := r.keyAt["name"]; !ok && !misspelt["name"] {
 		d.add(r.Pos, `missing "name" in %s`, label)
 	}
-	if _, ok := r.keyAt["safes"]; !ok {
+	if _, ok := r.keyAt["safes"]; !ok && !misspelt["safes"] {
 		d.add(r.Pos, `missing "safes" in %s; name the Safes it applies to (["*"] for every Safe)`, label)
 	}
-	if _, ok := r.keyAt["member"]; !ok {
+	if _, ok := r.keyAt["member"]; !ok && !misspelt["member"] {
 		d.add(r.Pos, `missing "member" in %s; name the user, group or role it manages`, label)
 	}
+	noAction := !slices.ContainsFunc(actionKeys, func(k string) bool { return misspelt[k] })
 	switch len(actions) {
 	case 0:
+		if !noAction {
+			break
+		}
 		d.add(r.Pos, "%s has no action; give one of grant, revoke, exactly, copyFrom or absent", label)
 	case 1:
 	default:
@@ -667,6 +685,17 @@ func (d *decoder) rule(n ast.Node, i int) (Rule, bool) {
 		r.Member.SearchIn = DefaultSearchIn
 	}
 	return r, true
+}
+
+// unknownKey reports e as an unknown key (in names the mapping, e.g.
+// ` in rule "x"`), with a suggestion, and returns the key suggested or "".
+func (d *decoder) unknownKey(e entry, in string, valid []string, more string) string {
+	if s := closest(e.key, valid); s != "" {
+		d.add(e.keyPos, "unknown key %q%s; did you mean %q?", e.key, in, s)
+		return s
+	}
+	d.add(e.keyPos, "unknown key %q%s; the keys are %s%s", e.key, in, strings.Join(valid, ", "), more)
+	return ""
 }
 
 // memberType returns t spelt as the PVWA wants it, ignoring case.

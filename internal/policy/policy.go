@@ -274,7 +274,7 @@ func (p *Policy) Rule(name string) *Rule {
 func (p *Policy) Validate(opt Options) error {
 	var errs Errors
 	add := func(pos Pos, format string, args ...any) {
-		errs = append(errs, &Error{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &Error{Pos: pos, Msg: message(format, args...)})
 	}
 	if p.Version != Version {
 		add(Pos{File: p.File}, "unsupported version %d; this safeperm reads version %d", p.Version, Version)
