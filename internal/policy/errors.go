@@ -76,7 +76,8 @@ func message(format string, args ...any) string {
 			args[i] = text(s)
 		}
 	}
-	return fmt.Sprintf(format, args...)
+	// One problem, one line, whatever the file holds.
+	return strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(fmt.Sprintf(format, args...))
 }
 
 // text is a string that %q quotes for people (see message).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"unicode"
@@ -177,11 +178,19 @@ func (d *decoder) syntaxError(err error) {
 		return
 	}
 	msg := se.Message
-	if strings.Contains(msg, "'\t'") {
+	pos := d.tokenPos(se.Token)
+	switch {
+	case strings.Contains(msg, "'\t'"):
 		msg += "; indent with spaces, not tabs"
+	case pos.Line <= len(d.lines) && unquotedStar.MatchString(d.lines[pos.Line-1]):
+		msg += `; a Safe name pattern starting with * must be quoted: "*"`
 	}
-	d.add(d.tokenPos(se.Token), "YAML syntax error: %s", msg)
+	d.add(pos, "YAML syntax error: %s", msg)
 }
+
+// unquotedStar finds a plain scalar starting with '*' where a list item or
+// value starts: YAML reads it as an alias.
+var unquotedStar = regexp.MustCompile(`(^|[\[,:]|-)\s*\*`)
 
 // anchorCollector records every anchor (&name) in document order, so that
 // an alias (*name) resolves to the last anchor of that name before it.
@@ -276,7 +285,8 @@ func (d *decoder) resolve(n ast.Node) (ast.Node, bool) {
 				}
 			}
 			if target == nil {
-				d.add(at, "alias *%s names no anchor (&%s) before it", name, name)
+				d.add(at, "alias *%s names no anchor (&%s) before it; a Safe name pattern starting with * must be quoted: %q",
+					name, name, "*"+name)
 				return nil, false
 			}
 			n = target
@@ -476,7 +486,7 @@ func (d *decoder) version(p *Policy, e entry) {
 }
 
 func (d *decoder) rules(p *Policy, e entry) {
-	items, ok := d.list(e.value, `"rules"`, "")
+	items, ok := d.list(e.value, `"rules"`, nil)
 	if !ok {
 		return
 	}
@@ -492,23 +502,29 @@ func (d *decoder) rules(p *Policy, e entry) {
 }
 
 // list returns the items of a list value; what names the value in
-// messages. A string where a list belongs gets the hint "write [...]".
-func (d *decoder) list(n ast.Node, what, hint string) ([]ast.Node, bool) {
+// messages. A string where a list belongs gets the hint "write [...]":
+// hint(the string) says what to write, "" for no hint.
+func (d *decoder) list(n ast.Node, what string, hint func(string) string) ([]ast.Node, bool) {
 	v, ok := d.resolve(n)
 	if !ok {
 		return nil, false
 	}
 	seq, isSeq := v.(*ast.SequenceNode)
 	if !isSeq {
-		msg := fmt.Sprintf("%s: want a list, got %s", what, kind(v))
-		if s, isStr := v.(*ast.StringNode); isStr && hint != "" {
-			msg += fmt.Sprintf(`; write [%s]`, strings.ReplaceAll(hint, "%s", s.Value))
+		msg := message("%s: want a list, got %s", what, kind(v))
+		if s, isStr := v.(*ast.StringNode); isStr && hint != nil {
+			if h := hint(s.Value); h != "" {
+				msg += "; write [" + h + "]"
+			}
 		}
 		d.add(d.pos(v), "%s", msg)
 		return nil, false
 	}
 	return seq.Values, true
 }
+
+// quoteHint is the hint of list for a list of names: the string quoted.
+func quoteHint(s string) string { return message("%q", s) }
 
 // str returns a string value. Numbers, booleans and null are refused with
 // the advice to quote them, since a Safe called 2024 must be written
@@ -714,7 +730,7 @@ func memberType(t string) (string, bool) {
 func (d *decoder) patterns(e entry, label string) []scope.Pattern {
 	in := fmt.Sprintf("%q in %s", e.key, label)
 	of := fmt.Sprintf("%q of %s", e.key, label)
-	items, ok := d.list(e.value, in, `"%s"`)
+	items, ok := d.list(e.value, in, quoteHint)
 	if !ok {
 		return nil
 	}
@@ -745,7 +761,7 @@ func (d *decoder) patterns(e entry, label string) []scope.Pattern {
 
 func (d *decoder) managedBy(e entry, label string) []string {
 	in := fmt.Sprintf("%q in %s", e.key, label)
-	items, ok := d.list(e.value, in, `"%s"`)
+	items, ok := d.list(e.value, in, quoteHint)
 	if !ok {
 		return nil
 	}
@@ -788,9 +804,12 @@ func splitTrim(s string) []string {
 // them so); a misspelt one gets a suggestion.
 func (d *decoder) permissions(e entry, label string) pam.PermSet {
 	in := fmt.Sprintf("%q in %s", e.key, label)
-	hint := ""
-	if s, ok := e.value.(*ast.StringNode); ok {
-		hint = strings.Join(splitTrim(s.Value), ", ")
+	hint := func(s string) string {
+		h := strings.Join(splitTrim(s), ", ")
+		if strings.ContainsFunc(h, unicode.IsControl) {
+			return ""
+		}
+		return h
 	}
 	items, ok := d.list(e.value, in, hint)
 	if !ok {

@@ -631,7 +631,7 @@ rules:
     grant: [listAccounts]
 `,
 			want: []string{
-				`4:12: alias *nope names no anchor (&nope) before it`,
+				`4:12: alias *nope names no anchor (&nope) before it; a Safe name pattern starting with * must be quoted: "*nope"`,
 			},
 		},
 		{
@@ -659,6 +659,41 @@ rules:
 `,
 			want: []string{
 				`4:9: "<<" merges a mapping or a list of mappings, got a string`,
+			},
+		},
+		{
+			name: "unquoted star",
+			src: `version: 1
+rules:
+  - name: a
+    safes: [*]
+    member: m
+    absent: true
+`,
+			want: []string{
+				`4:14: YAML syntax error: unexpected scalar value type; a Safe name pattern starting with * must be quoted: "*"`,
+			},
+		},
+		{
+			name: "unquoted star pattern",
+			src: `version: 1
+rules:
+  - name: a
+    safes:
+      - *-test
+    member: m
+    absent: true
+`,
+			want: []string{
+				`5:9: alias *-test names no anchor (&-test) before it; a Safe name pattern starting with * must be quoted: "*-test"`,
+			},
+		},
+		{
+			name: "multi-line string for a list",
+			src: "version: 1\nrules:\n  - name: a\n    safes: DB\n      Prod\n    member: m\n    grant: \"list\\nAccounts\"\n",
+			want: []string{
+				`4:12: "safes" in rule "a": want a list, got a string; write ["DB Prod"]`,
+				`7:12: "grant" in rule "a": want a list, got a string`,
 			},
 		},
 	}
