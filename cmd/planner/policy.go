@@ -129,7 +129,7 @@ func printPolicy(w io.Writer, p *policy.Policy, conflicts []policy.Conflict) {
 	if len(conflicts) == 0 {
 		fmt.Fprintln(w, "no proven conflicts")
 	} else {
-		fmt.Fprintf(w, "%s: a run reports every Safe where both rules of a conflict apply as failed (outcome conflict); make the rules agree, or keep them apart with except\n",
+		fmt.Fprintf(w, "%s: a run reports every Safe where both rules of a conflict apply as failed; make the rules agree, or keep them apart with except\n",
 			count(len(conflicts), "proven conflict"))
 	}
 	if copies {

@@ -11,8 +11,8 @@ import (
 
 // Conflict is a pair of rules that provably set the same flag of the same
 // member to different values on some Safe (see Clash). A run reports every
-// Safe where both apply as failed (outcome conflict), so planner policy
-// check refuses a policy with a proven conflict.
+// Safe where both apply as failed, so planner policy check refuses a policy
+// with a proven conflict.
 type Conflict struct {
 	// A and B are the rules, A first in the file. They point into the
 	// policy's Rules.

@@ -690,7 +690,7 @@ rules:
 		},
 		{
 			name: "multi-line string for a list",
-			src: "version: 1\nrules:\n  - name: a\n    safes: DB\n      Prod\n    member: m\n    grant: \"list\\nAccounts\"\n",
+			src:  "version: 1\nrules:\n  - name: a\n    safes: DB\n      Prod\n    member: m\n    grant: \"list\\nAccounts\"\n",
 			want: []string{
 				`4:12: "safes" in rule "a": want a list, got a string; write ["DB Prod"]`,
 				`7:12: "grant" in rule "a": want a list, got a string`,
