@@ -51,16 +51,20 @@ func checkRules(rules []Rule, opt Options, add func(Pos, string, ...any)) {
 		}
 		return ""
 	}
-	firstName := map[string]Pos{}
+	firstName := map[string]int{} // folded name -> index of the first rule
 	for i := range rules {
 		r := &rules[i]
 		label := r.label(i)
 		if r.Name != "" {
 			key := scope.Fold(r.Name)
 			if first, dup := firstName[key]; dup {
-				add(r.at("name"), "duplicate rule name %q (first at line %d); rule names are compared ignoring case", r.Name, first.Line)
+				where := fmt.Sprintf("first at line %d", rules[first].at("name").Line)
+				if rules[first].keyAt == nil {
+					where = fmt.Sprintf("first as rule %d", first+1)
+				}
+				add(r.at("name"), "duplicate rule name %q (%s); rule names are compared ignoring case", r.Name, where)
 			} else {
-				firstName[key] = r.at("name")
+				firstName[key] = i
 			}
 		}
 		for _, m := range []struct{ key, name string }{{"member", r.Member.Name}, {"copyFrom", r.Source}} {

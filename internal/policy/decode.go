@@ -72,24 +72,12 @@ func (d *decoder) version(p *Policy, e entry) {
 		d.add(d.pos(v), `"version": want the integer %d, got %s`, Version, kind(v))
 		return
 	}
-	var got string
-	switch v := n.GetValue().(type) {
-	case int64:
-		if v == Version {
-			p.Version = Version
-			return
-		}
-		got = fmt.Sprint(v)
-	case uint64:
-		if v == Version {
-			p.Version = Version
-			return
-		}
-		got = fmt.Sprint(v)
-	default:
-		got = n.GetToken().Value
+	// 1, 0x1 and 0o1 are all the integer 1.
+	if got := fmt.Sprint(n.GetValue()); got != fmt.Sprint(Version) {
+		d.add(d.pos(v), "unsupported version %s; this safeperm reads version %d", got, Version)
+		return
 	}
-	d.add(d.pos(v), "unsupported version %s; this safeperm reads version %d", got, Version)
+	p.Version = Version
 }
 
 func (d *decoder) rules(p *Policy, e entry) {
@@ -197,7 +185,7 @@ func (d *decoder) rule(n ast.Node, i int) (Rule, bool) {
 		case strings.ContainsFunc(name, unicode.IsControl):
 			d.add(pos, "rule name %q holds a control character", name)
 		default:
-			r.Name, label = name, fmt.Sprintf("rule %q", name)
+			r.Name, label = name, message("rule %q", name)
 		}
 		r.keyAt["name"], r.valAt["name"] = e.keyPos, pos
 	}
@@ -278,13 +266,12 @@ func (d *decoder) rule(n ast.Node, i int) (Rule, bool) {
 	if _, ok := r.keyAt["member"]; !ok && !misspelt["member"] {
 		d.add(r.Pos, `missing "member" in %s; name the user, group or role it manages`, label)
 	}
-	noAction := !slices.ContainsFunc(actionKeys, func(k string) bool { return misspelt[k] })
+	actionMisspelt := slices.ContainsFunc(actionKeys, func(k string) bool { return misspelt[k] })
 	switch len(actions) {
 	case 0:
-		if !noAction {
-			break
+		if !actionMisspelt {
+			d.add(r.Pos, "%s has no action; give one of grant, revoke, exactly, copyFrom or absent", label)
 		}
-		d.add(r.Pos, "%s has no action; give one of grant, revoke, exactly, copyFrom or absent", label)
 	case 1:
 	default:
 		names := make([]string, len(actions))

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -236,12 +237,12 @@ func (d *decoder) tokenPos(tk *token.Token) Pos {
 	if i := strings.IndexAny(want, " \t\n"); i > 0 {
 		want = want[:i]
 	}
-	rs := []rune(d.lines[line-1])
-	if want == "" || col < 1 || col > len(rs)+1 {
+	rs, ws := []rune(d.lines[line-1]), []rune(want)
+	if len(ws) == 0 || col < 1 || col > len(rs)+1 {
 		return d.at(line, max(col, 1))
 	}
-	for c := min(col, len(rs)); c >= 1; c-- {
-		if strings.HasPrefix(string(rs[c-1:]), want) {
+	for c := min(col, len(rs)-len(ws)+1); c >= 1; c-- {
+		if slices.Equal(rs[c-1:c-1+len(ws)], ws) {
 			return d.at(line, c)
 		}
 	}

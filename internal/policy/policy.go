@@ -135,7 +135,7 @@ type Rule struct {
 func (r *Rule) label(i int) string {
 	switch {
 	case r.Name != "":
-		return fmt.Sprintf("rule %q", r.Name)
+		return message("rule %q", r.Name)
 	case r.keyAt != nil:
 		i = r.index
 	}

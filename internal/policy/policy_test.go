@@ -342,7 +342,7 @@ func TestValidate(t *testing.T) {
 			{Name: "a", Member: Member{Name: "m", Type: "Group"}, Action: ActionAbsent},
 			{Name: "A", Safes: []scope.Pattern{scope.NewPattern("*")}, Member: Member{Name: "n", Type: "Group"}, Action: ActionAbsent},
 		}}, Options{}, `rule "a" has no "safes"` + "\n" +
-			`duplicate rule name "A" (first at line 0); rule names are compared ignoring case`},
+			`duplicate rule name "A" (first as rule 1); rule names are compared ignoring case`},
 	}
 	for _, tt := range tests {
 		err := tt.p.Validate(tt.opt)
@@ -422,5 +422,19 @@ rules:
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("Conflicts():\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// BenchmarkApplies is the per-Safe cost of matching the issue 12 policy
+// (the planner runs it for each of up to 100,000 Safes).
+func BenchmarkApplies(b *testing.B) {
+	p, err := Load(filepath.Join("testdata", "valid", "issue12.yaml"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	names := []string{"Finance", "DB-Orders", "db.test.x", "Help Desk EU", "Linux-Root-042", "Zürich Ops"}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		p.Applies(names[i%len(names)], "PasswordManager,PasswordManager_Linux")
 	}
 }

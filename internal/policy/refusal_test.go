@@ -696,6 +696,19 @@ rules:
 				`7:12: "grant" in rule "a": want a list, got a string`,
 			},
 		},
+		{
+			name: "misspelt action",
+			src: `version: 1
+rules:
+  - name: 'a\b'
+    safes: ["*"]
+    member: m
+    grnat: [listAccounts]
+`,
+			want: []string{
+				`6:5: unknown key "grnat" in rule "a\b"; did you mean "grant"?`,
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
