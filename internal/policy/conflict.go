@@ -117,10 +117,12 @@ func commonCPM(a, b []string) (string, bool) {
 	return "", false
 }
 
-// maxWitnessSteps bounds the search of Witness (transitions tried). Real
-// patterns need a few hundred; a pathological set gives up rather than
-// stall a check.
-const maxWitnessSteps = 50000
+// maxWitnessWork bounds the search of Witness: pattern positions visited,
+// summed over the transitions tried. Real patterns need a few thousand; a
+// pathological set (dozens of long patterns full of '*' and '?') gives up
+// after a few milliseconds rather than stall a check, and its conflicts
+// are left to the worker.
+const maxWitnessWork = 1_000_000
 
 // Witness returns a shortest non-empty Safe name that matches at least one
 // pattern of every group and no pattern of except, or false when there is
@@ -278,11 +280,11 @@ func Witness(groups [][]scope.Pattern, except []scope.Pattern) (string, bool) {
 	// The start is not marked seen: it differs from a node with the same
 	// state in that a name may not begin with a blank.
 	seen := map[string]bool{}
-	steps := 0
+	work := 0
 	for head := 0; head < len(nodes); head++ {
 		cur := nodes[head]
 		for _, c := range alphabet {
-			if steps++; steps > maxWitnessSteps {
+			if work += base[len(pats)]; work > maxWitnessWork {
 				return "", false
 			}
 			// Safe names are trimmed: no blank first or last.

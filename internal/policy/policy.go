@@ -268,16 +268,14 @@ func (p *Policy) Rule(name string) *Rule {
 }
 
 // Validate checks a policy that was not read by Parse (one made by
-// FromFlags or by hand) as Parse would: each rule complete and valid, and
-// no rule naming a member that must never be changed (see Options). It
+// FromFlags or by hand) as Parse would: at least one rule, each complete
+// and valid, unique names, and no rule naming a member that must never be
+// changed (see Options). Version is not checked: it belongs to files. It
 // returns an Errors (errors.Is(err, ErrInvalid)) or nil.
 func (p *Policy) Validate(opt Options) error {
 	var errs Errors
 	add := func(pos Pos, format string, args ...any) {
 		errs = append(errs, &Error{Pos: pos, Msg: message(format, args...)})
-	}
-	if p.Version != Version {
-		add(Pos{File: p.File}, "unsupported version %d; this safeperm reads version %d", p.Version, Version)
 	}
 	if len(p.Rules) == 0 {
 		add(Pos{File: p.File}, "a policy needs at least one rule")
