@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -155,5 +156,29 @@ func TestWitnessExhaustive(t *testing.T) {
 	// The random cases must exercise both answers to prove anything.
 	if withWitness < n/10 || withWitness > n-n/10 {
 		t.Errorf("%d of %d random cases have a witness; the generator needs rebalancing", withWitness, n)
+	}
+}
+
+// A pathological policy (long patterns full of '*' and '?') is checked in
+// bounded work: Conflicts returns, and what it reports holds.
+func TestConflictsPathological(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	b.WriteString("version: 1\nrules:\n")
+	for i := range 10 {
+		act := "grant"
+		if i%2 == 1 {
+			act = "revoke"
+		}
+		pat := strings.Repeat(string([]rune{'*', 'a' + rune(i%7), '?'}), 30)
+		exc := strings.Repeat(string([]rune{'?', 'a' + rune(i%5), '*'}), 30)
+		fmt.Fprintf(&b, "  - name: r%d\n    safes: [%q, %q]\n    except: [%q]\n    member: m\n    %s: [listAccounts]\n",
+			i, pat, pat[:40], exc, act)
+	}
+	p := mustParse(t, b.String())
+	for _, c := range p.Conflicts() {
+		if !c.A.AppliesTo(c.Example, "") || !c.B.AppliesTo(c.Example, "") {
+			t.Errorf("%s: the example does not apply to both rules", c)
+		}
 	}
 }
