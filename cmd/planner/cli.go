@@ -15,6 +15,7 @@ const usage = `Usage:
   planner status   [flags]   list recent runs
   planner report   RUN       rebuild the per-Safe report of a run
   planner rollback RUN       restore what a run changed, where nothing changed since
+  planner policy check FILE  check a policy file offline: its rules as understood, proven conflicts
 
 Run 'planner COMMAND -h' for the flags of a command. Every flag can also be set
 by a SAFEPERM_* variable (--nats-url: SAFEPERM_NATS_URL).
@@ -27,6 +28,7 @@ var subcommands = map[string]func(ctx context.Context, args []string, getenv cli
 	"status":   statusCmd,
 	"report":   reportCmd,
 	"rollback": rollbackCmd,
+	"policy":   policyCmd,
 }
 
 func run(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {

@@ -120,6 +120,180 @@ type Rule struct {
 	RemoveSource bool
 	// Pos is where the rule starts in its file.
 	Pos Pos
+
+	// index is the rule's place in the file (0-based), for messages about
+	// a rule without a usable name.
+	index int
+	// keyAt and valAt are where each key and its value are in the file
+	// (nil for rules not read from a file).
+	keyAt, valAt map[string]Pos
+}
+
+// label names the i-th rule of a policy in messages: `rule "name"`, or
+// `rule 3` when it has no name (counting the rules of the file, when it
+// was read from one).
+func (r *Rule) label(i int) string {
+	switch {
+	case r.Name != "":
+		return message("rule %q", r.Name)
+	case r.keyAt != nil:
+		i = r.index
+	}
+	return fmt.Sprintf("rule %d", i+1)
+}
+
+// at returns where the value of key is, or the rule's start.
+func (r *Rule) at(key string) Pos {
+	if p, ok := r.valAt[key]; ok {
+		return p
+	}
+	return r.Pos
+}
+
+// AppliesTo reports whether the rule applies to a Safe: one of Safes
+// matches its name, none of Except does, and ManagedBy is empty or names
+// one of the CPM users in managingCPM (a comma-separated list, as the
+// PVWA gives it). Names are compared ignoring case.
+func (r *Rule) AppliesTo(safeName, managingCPM string) bool {
+	return r.appliesFolded(scope.Fold(safeName), managingCPM)
+}
+
+func (r *Rule) appliesFolded(key, managingCPM string) bool {
+	if !matchAny(r.Safes, key) || matchAny(r.Except, key) {
+		return false
+	}
+	return len(r.ManagedBy) == 0 || managedBy(r.ManagedBy, managingCPM)
+}
+
+func matchAny(ps []scope.Pattern, key string) bool {
+	for _, p := range ps {
+		if p.MatchFolded(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// managedBy reports whether the comma-separated managingCPM names one of
+// cpms, ignoring case.
+func managedBy(cpms []string, managingCPM string) bool {
+	for rest := managingCPM; rest != ""; {
+		var name string
+		name, rest, _ = strings.Cut(rest, ",")
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		for _, c := range cpms {
+			if strings.EqualFold(c, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Policy is a checked set of rules, as Load, Parse or FromFlags return it.
+// It is not changed after that, so its methods are safe for concurrent
+// use.
+type Policy struct {
+	// File is where the policy was read from ("" for FromFlags).
+	File string
+	// Version is the format version, Version.
+	Version int
+	// Rules are the rules in file order.
+	Rules []Rule
+}
+
+// FlagsRule is the name of the one rule FromFlags makes.
+const FlagsRule = "flags"
+
+// FromFlags returns the policy that planner run's --member and
+// --permissions flags have always meant: one rule, named "flags", granting
+// perms to member on every Safe. An empty member Type or SearchIn gets
+// DefaultMemberType or DefaultSearchIn. Run Validate on it to refuse a
+// member that must never be changed.
+func FromFlags(member Member, perms pam.PermSet) *Policy {
+	member.Name = strings.TrimSpace(member.Name)
+	if member.Type == "" {
+		member.Type = DefaultMemberType
+	} else if t, ok := memberType(member.Type); ok {
+		member.Type = t
+	}
+	if member.SearchIn == "" {
+		member.SearchIn = DefaultSearchIn
+	}
+	return &Policy{Version: Version, Rules: []Rule{{
+		Name: FlagsRule, Safes: []scope.Pattern{scope.NewPattern("*")},
+		Member: member, Action: ActionGrant, Permissions: perms,
+	}}}
+}
+
+// Applies returns what the policy does on one Safe: the directives of
+// the rules that apply to it (see Rule.AppliesTo), in file order; nil when
+// none does. It folds the name once and allocates only the result, since
+// the planner calls it for every Safe of the Vault.
+func (p *Policy) Applies(safeName, managingCPM string) []Directive {
+	key := scope.Fold(safeName)
+	var out []Directive
+	for i := range p.Rules {
+		if r := &p.Rules[i]; r.appliesFolded(key, managingCPM) {
+			out = append(out, r.Directive())
+		}
+	}
+	return out
+}
+
+// Removals returns the names of the rules that can remove a member from a
+// Safe (absent, or copyFrom with removeSource), in file order. planner run
+// refuses such a policy without --allow-removals.
+func (p *Policy) Removals() []string {
+	var out []string
+	for i := range p.Rules {
+		if p.Rules[i].Directive().Removes() {
+			out = append(out, p.Rules[i].Name)
+		}
+	}
+	return out
+}
+
+// Rule returns the rule named name (ignoring case), or nil.
+func (p *Policy) Rule(name string) *Rule {
+	for i := range p.Rules {
+		if strings.EqualFold(p.Rules[i].Name, name) {
+			return &p.Rules[i]
+		}
+	}
+	return nil
+}
+
+// Validate checks a policy that was not read by Parse (one made by
+// FromFlags or by hand) as Parse would: at least one rule, each complete
+// and valid, unique names, and no rule naming a member that must never be
+// changed (see Options). Version is not checked: it belongs to files. It
+// returns an Errors (errors.Is(err, ErrInvalid)) or nil.
+func (p *Policy) Validate(opt Options) error {
+	var errs Errors
+	add := func(pos Pos, format string, args ...any) {
+		errs = append(errs, &Error{Pos: pos, Msg: message(format, args...)})
+	}
+	if len(p.Rules) == 0 {
+		add(Pos{File: p.File}, "a policy needs at least one rule")
+	}
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if len(r.Safes) == 0 {
+			add(r.Pos, `%s has no "safes"`, r.label(i))
+		}
+		if err := r.Directive().Validate(); err != nil {
+			add(r.Pos, "%v", err)
+		}
+	}
+	checkRules(p.Rules, opt, add)
+	if len(errs) > 0 {
+		return errs.sorted()
+	}
+	return nil
 }
 
 // Directive returns the rule as it applies to one Safe: what a job

@@ -44,21 +44,38 @@
 // dotless "ı" do not fold to "i" and "I".
 //
 // After the planner has decided about every Safe, List.Unmatched gives the
-// include file's names that matched no Safe (misspelt, deleted, or not
-// visible to the API user), and the exclude file's names that protected
-// nothing, which deserve a look because a misspelt exclusion does not
-// exclude.
+// include file's names and patterns that matched no Safe (misspelt,
+// deleted, or not visible to the API user), and the exclude file's names and
+// patterns that protected nothing, which deserve a look because a misspelt
+// exclusion does not exclude.
+//
+// # Patterns
+//
+// A Pattern is a Safe name that may hold '*' (any run of characters, none
+// included) and '?' (exactly one character); it is compared ignoring case
+// like a name. Neither character can occur in a Safe name, so a plain name
+// is a pattern that matches only itself. Policy rules (package policy) name
+// their Safes with patterns, and so may include and exclude files.
 //
 // # Include and exclude files
 //
-// One Safe name per line:
+// One Safe name or pattern per line:
 //
 //	# Safes the PSM must not unlock
 //	Finance Ops
 //	Zürich Ops
+//	Test-*
+//	Lab??
 //
 //	    # indented comment; the blanks around the next name are ignored
 //	    HR.Payroll
+//
+// A line holding '*' or '?' is a pattern: "Test-*" excludes every Safe
+// whose name starts with "test-" in any case, "Lab??" every five-character
+// name starting with "lab". Plain names are looked up in a map, so a file
+// may list a million of them; patterns are tried one after another for
+// every Safe, so keep them few (dozens, not thousands). A pattern made only
+// of '*' matches every Safe and is accepted with a warning.
 //
 // The file is UTF-8, with or without a byte order mark; Notepad's "UTF-8"
 // and "UTF-8 with BOM" both work. Lines end with LF, CRLF or a lone CR.
@@ -75,8 +92,8 @@
 //   - holds bytes that are not UTF-8 (saved as ANSI / Windows-1252);
 //   - names a Safe longer than 256 characters;
 //   - names a Safe with a character no Safe name can contain:
-//     \ / : * ? " < > |, a tab, a control character, or a byte order mark
-//     after the start of the file;
+//     \ / : " < > |, a tab, a control character, or a byte order mark
+//     after the start of the file ('*' and '?' make a pattern);
 //   - is larger than 50 MiB or names more than 1,000,000 Safes.
 //
 // Dots, spaces, # and other punctuation inside a name are accepted; the

@@ -47,8 +47,9 @@ var (
 	// ErrNameTooLong: a name is longer than MaxNameLength characters.
 	ErrNameTooLong = errors.New("name too long")
 	// ErrInvalidChar: a name holds a character no Safe name can contain:
-	// one of \ / : * ? " < > |, a tab, another control character, or a
-	// byte order mark after the start of the file.
+	// one of \ / : " < > |, a tab, another control character, or a byte
+	// order mark after the start of the file. ('*' and '?' cannot occur
+	// in a Safe name either, but they make a pattern; see Pattern.)
 	ErrInvalidChar = errors.New("character not allowed in a Safe name")
 )
 
@@ -85,7 +86,13 @@ func at(file string, line int, msg string) string {
 // Unwrap returns Err.
 func (e *ListError) Unwrap() error { return e.Err }
 
-// List is the set of Safe names read from an --include or --exclude file.
+// List is the set of Safe names and name patterns read from an --include
+// or --exclude file. A line holding '*' or '?' is a Pattern; every other
+// line is a plain name.
+//
+// Plain names are looked up in a map, so a list of a million names costs
+// one lookup per Safe; patterns are tried one by one after that, so a list
+// should hold few of them.
 //
 // A List is immutable after parsing except for the hit marks set by Seen.
 // All methods are safe for concurrent use, and all are safe on a nil *List,
@@ -94,11 +101,18 @@ type List struct {
 	file     string
 	names    []string       // original spelling, file order, first occurrence
 	lines    []int          // line of names[i]
-	index    map[string]int // fold(name) -> i
-	hits     []atomic.Bool  // hits[i]: Seen was called for names[i]
+	index    map[string]int // fold(name) -> i, patterns included (for repeats)
+	globs    []glob         // the entries that are patterns, in file order
+	hits     []atomic.Bool  // hits[i]: a Seen call matched names[i]
 	warnings []string
 	// nWarnings counts warnings, including those beyond maxWarnings.
 	nWarnings int
+}
+
+// glob is an entry of a List that holds '*' or '?'.
+type glob struct {
+	i int // index in names
+	p Pattern
 }
 
 // utf8BOM and the UTF-16 byte order marks. The UTF-32 LE mark starts with
@@ -130,9 +144,10 @@ func ReadListFile(path string) (*List, error) {
 // errors and warnings (usually the file's path).
 //
 // The format, in short: UTF-8 with or without a byte order mark; LF, CRLF or
-// CR line ends; one Safe name per line with blanks around it trimmed; empty
-// lines and lines whose first non-blank character is # are ignored. The
-// package documentation has the full rules.
+// CR line ends; one Safe name or pattern ('*' any run of characters, '?'
+// one) per line with blanks around it trimmed; empty lines and lines whose
+// first non-blank character is # are ignored. The package documentation
+// has the full rules.
 //
 // Errors are *ListError. Duplicates and suspicious lines are not errors; they
 // are reported by List.Warnings.
@@ -262,10 +277,11 @@ func invalidUTF8At(b []byte) int {
 	return 0
 }
 
-// forbidden describes r if no Safe name can contain it, else returns "".
+// forbidden describes r if no Safe name or pattern can contain it, else
+// returns "". '*' and '?' are allowed: they make a pattern.
 func forbidden(r rune) string {
 	switch {
-	case strings.ContainsRune(`\/:*?"<>|`, r):
+	case strings.ContainsRune(`\/:"<>|`, r):
 		return "'" + string(r) + "'"
 	case r == '\t':
 		return "a tab"
@@ -290,6 +306,12 @@ func (l *List) add(name string, n int) {
 	if strings.Contains(name, " #") {
 		l.warnf(n, "%q contains \" #\"; only lines that start with # are comments, so all of it is read as one Safe name", name)
 	}
+	if p := NewPattern(name); p.IsGlob() {
+		if p.MatchesAll() {
+			l.warnf(n, "%q matches every Safe", name)
+		}
+		l.globs = append(l.globs, glob{i: len(l.names), p: p})
+	}
 	l.index[key] = len(l.names)
 	l.names = append(l.names, name)
 	l.lines = append(l.lines, n)
@@ -311,7 +333,8 @@ func (l *List) File() string {
 	return l.file
 }
 
-// Len returns how many distinct names (ignoring case) the list holds.
+// Len returns how many distinct names and patterns (ignoring case) the list
+// holds.
 func (l *List) Len() int {
 	if l == nil {
 		return 0
@@ -319,8 +342,8 @@ func (l *List) Len() int {
 	return len(l.names)
 }
 
-// Names returns the distinct names in file order, spelled as on the first
-// line that named them. The caller owns the slice.
+// Names returns the distinct names and patterns in file order, spelled as
+// on the first line that named them. The caller owns the slice.
 func (l *List) Names() []string {
 	if l == nil {
 		return nil
@@ -338,33 +361,56 @@ func (l *List) Warnings() []string {
 	return slices.Clone(l.warnings)
 }
 
-// Contains reports whether the list names safeName, ignoring case. The name
-// is compared as given: it is not trimmed.
+// Contains reports whether the list names safeName, ignoring case, or holds
+// a pattern that matches it. The name is compared as given: it is not
+// trimmed.
 func (l *List) Contains(safeName string) bool {
 	if l == nil {
 		return false
 	}
-	_, ok := l.index[fold(safeName)]
-	return ok
+	key := fold(safeName)
+	if _, ok := l.index[key]; ok {
+		return true
+	}
+	for _, g := range l.globs {
+		if g.p.MatchFolded(key) {
+			return true
+		}
+	}
+	return false
 }
 
-// Seen is Contains that also records the hit for Unmatched. Filter.Decide
-// calls it for every Safe it is asked about.
+// Seen is Contains that also records the hit for Unmatched: on the plain
+// name and on every pattern that matches safeName. Filter.Decide calls it
+// for every Safe it is asked about.
 func (l *List) Seen(safeName string) bool {
 	if l == nil {
 		return false
 	}
-	i, ok := l.index[fold(safeName)]
+	key := fold(safeName)
+	i, ok := l.index[key]
 	if ok {
 		l.hits[i].Store(true)
+	}
+	for _, g := range l.globs {
+		// A pattern already marked need not be tried once the answer is
+		// known; every other one must, to be marked.
+		if ok && l.hits[g.i].Load() {
+			continue
+		}
+		if g.p.MatchFolded(key) {
+			l.hits[g.i].Store(true)
+			ok = true
+		}
 	}
 	return ok
 }
 
-// Unmatched returns, in file order, the names no Seen call has matched: for
-// an include list, names of Safes that do not exist or that the API user
-// cannot see; for an exclude list, names that protect nothing, perhaps
-// misspelt. It reflects the Seen calls that happened before it.
+// Unmatched returns, in file order, the names and patterns no Seen call has
+// matched: for an include list, names of Safes that do not exist or that the
+// API user cannot see, and patterns that matched no Safe; for an exclude
+// list, names and patterns that protect nothing, perhaps misspelt. It
+// reflects the Seen calls that happened before it.
 func (l *List) Unmatched() []string {
 	if l == nil {
 		return nil

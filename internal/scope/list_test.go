@@ -35,6 +35,8 @@ func TestParseListAccepts(t *testing.T) {
 		{"other punctuation", "a-b_c(d)[e]{f}'g'@h&i+j%k!l=m,n;o~p$", []string{"a-b_c(d)[e]{f}'g'@h&i+j%k!l=m,n;o~p$"}},
 		{"longest name", strings.Repeat("ü", MaxNameLength), []string{strings.Repeat("ü", MaxNameLength)}},
 		{"duplicates keep the first spelling", "Finance\nFINANCE\nfinance", []string{"Finance"}},
+		{"patterns", "DB-*\nLab??\n*Test*\n", []string{"DB-*", "Lab??", "*Test*"}},
+		{"repeated pattern", "db-*\nDB-*\n", []string{"db-*"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,7 +159,7 @@ func TestParseListErrors(t *testing.T) {
 			wantMsg:  `list.txt line 2: "\ufeffBeta": character not allowed in a Safe name: a byte order mark (U+FEFF) at column 1`,
 		},
 	}
-	for _, c := range `\/:*?"<>|` {
+	for _, c := range `\/:"<>|` {
 		tests = append(tests, struct {
 			name     string
 			input    string
@@ -431,5 +433,90 @@ func TestReadListFileTooLarge(t *testing.T) {
 	_, err = ReadListFile(path)
 	if want := path + ": file is too large (more than 50 MiB); is it really a list of Safe names?"; !errors.Is(err, ErrTooLarge) || err.Error() != want {
 		t.Errorf("error %v, want %s", err, want)
+	}
+}
+
+func TestListPatterns(t *testing.T) {
+	t.Parallel()
+	l, err := ParseList(strings.NewReader("Finance\nDB-*\nLab??\nZü*\nunused-*\n"), "exclude.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"finance", true},
+		{"Finance2", false},
+		{"DB-Orders", true},
+		{"db-", true},
+		{"XDB-1", false},
+		{"lab01", true},
+		{"lab1", false},
+		{"LABÖÖ", true}, // '?' is one character, not one byte
+		{"ZÜRICH", true},
+		{"zurich", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := l.Contains(tt.name); got != tt.want {
+			t.Errorf("Contains(%q) = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if got := l.Unmatched(); !slices.Equal(got, l.Names()) {
+		t.Errorf("Contains marked hits: Unmatched() = %q", got)
+	}
+	for _, name := range []string{"DB-1", "db-2", "lab77", "Other"} {
+		l.Seen(name)
+	}
+	if got, want := l.Unmatched(), []string{"Finance", "Zü*", "unused-*"}; !slices.Equal(got, want) {
+		t.Errorf("Unmatched() = %q, want %q", got, want)
+	}
+	// A name matched by a pattern and listed plainly marks both.
+	l2 := mustList(t, "x.txt", "DB-1\nDB-*\n*1\n")
+	if !l2.Seen("db-1") {
+		t.Fatal(`Seen("db-1") = false`)
+	}
+	if got := l2.Unmatched(); len(got) != 0 {
+		t.Errorf("Unmatched() = %q after a Safe matched every entry, want none", got)
+	}
+}
+
+func TestListPatternWarnings(t *testing.T) {
+	t.Parallel()
+	l := mustList(t, "exclude.txt", "Finance\n*\n**\n")
+	want := []string{
+		`exclude.txt line 2: "*" matches every Safe`,
+		`exclude.txt line 3: "**" matches every Safe`,
+	}
+	if got := l.Warnings(); !slices.Equal(got, want) {
+		t.Errorf("Warnings():\n got: %q\nwant: %q", got, want)
+	}
+	if !l.Contains("anything") {
+		t.Error(`"*" does not match "anything"`)
+	}
+}
+
+func TestFilterExcludePattern(t *testing.T) {
+	t.Parallel()
+	f := Filter{
+		Include:  mustList(t, "include.txt", "Fin*\nHR\n"),
+		Exclude:  mustList(t, "exclude.txt", "*-test\n"),
+		Internal: NewInternal(nil, nil),
+	}
+	tests := []struct {
+		safe string
+		want Decision
+	}{
+		{"Finance", Decision{In: true}},
+		{"FINANCE-TEST", Decision{Reason: ReasonExcluded, Detail: "exclude.txt"}},
+		{"HR", Decision{In: true}},
+		{"HR-test", Decision{Reason: ReasonExcluded, Detail: "exclude.txt"}},
+		{"Ops", Decision{Reason: ReasonNotIncluded, Detail: "include.txt"}},
+	}
+	for _, tt := range tests {
+		if got := f.Decide(tt.safe); got != tt.want {
+			t.Errorf("Decide(%q) = %+v, want %+v", tt.safe, got, tt.want)
+		}
 	}
 }

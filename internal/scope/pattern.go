@@ -1,6 +1,8 @@
 package scope
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"unicode/utf8"
 )
@@ -22,6 +24,48 @@ func NewPattern(s string) Pattern {
 	return Pattern{raw: s, folded: fold(s), glob: strings.ContainsAny(s, "*?")}
 }
 
+// ErrEmptyPattern: a pattern is empty or only blanks.
+var ErrEmptyPattern = errors.New("empty Safe name pattern")
+
+// ParsePattern returns the pattern s (blanks around it trimmed) after
+// checking that it can match a Safe name: it is not empty, not longer than
+// MaxNameLength characters, and holds no character that no Safe name can
+// hold (see Forbidden). Errors wrap ErrEmptyPattern, ErrNameTooLong or
+// ErrInvalidChar.
+func ParsePattern(s string) (Pattern, error) {
+	p := NewPattern(s)
+	if p.raw == "" {
+		return Pattern{}, ErrEmptyPattern
+	}
+	if n := utf8.RuneCountInString(p.raw); n > MaxNameLength {
+		return Pattern{}, fmt.Errorf("%q: %w (%d characters, at most %d)", p.raw, ErrNameTooLong, n, MaxNameLength)
+	}
+	if what, col := Forbidden(p.raw); what != "" {
+		return Pattern{}, fmt.Errorf("%q: %w: %s at column %d", p.raw, ErrInvalidChar, what, col)
+	}
+	return p, nil
+}
+
+// Forbidden describes the first character of s that no Safe name can hold
+// (one of \ / : " < > |, a tab or another control character, or a byte
+// order mark), and returns its 1-based column in characters; "" and 0 when
+// there is none. '*' and '?' are not forbidden: they make a pattern.
+func Forbidden(s string) (what string, col int) {
+	for _, r := range s {
+		col++
+		if what := forbidden(r); what != "" {
+			return what, col
+		}
+	}
+	return "", 0
+}
+
+// Fold returns the key under which Safe names are compared: two names are
+// the same Safe exactly when their keys are equal (strings.EqualFold).
+// Pattern.MatchFolded takes such a key, so that a name matched against many
+// patterns is folded once.
+func Fold(name string) string { return fold(name) }
+
 // String returns the pattern as written.
 func (p Pattern) String() string { return p.raw }
 
@@ -29,13 +73,27 @@ func (p Pattern) String() string { return p.raw }
 // than one name.
 func (p Pattern) IsGlob() bool { return p.glob }
 
+// Folded returns the pattern as Match compares it: Fold of the pattern.
+func (p Pattern) Folded() string { return p.folded }
+
+// IsZero reports whether p is the zero Pattern (or the empty pattern).
+func (p Pattern) IsZero() bool { return p.raw == "" }
+
 // Match reports whether the Safe name matches the pattern, ignoring case.
-func (p Pattern) Match(name string) bool {
-	n := fold(name)
+func (p Pattern) Match(name string) bool { return p.MatchFolded(fold(name)) }
+
+// MatchFolded is Match for a name already folded with Fold.
+func (p Pattern) MatchFolded(key string) bool {
 	if !p.glob {
-		return n == p.folded
+		return key == p.folded
 	}
-	return globMatch(p.folded, n)
+	return globMatch(p.folded, key)
+}
+
+// MatchesAll reports whether the pattern matches every name: it is made
+// of '*' only.
+func (p Pattern) MatchesAll() bool {
+	return p.raw != "" && strings.Trim(p.raw, "*") == ""
 }
 
 // globMatch matches name against pattern rune by rune, with the classic
