@@ -146,7 +146,11 @@ func (cfg *runConfig) resolvePolicy(s *runSettings, set map[string]bool, probs *
 		}
 		s.policy = p
 		if rm := p.Removals(); len(rm) > 0 && !cfg.AllowRemovals {
-			probs.Addf("policy", cfg.Policy, "rules %s remove members from Safes; run with --allow-removals to let them", quoteAll(rm))
+			what := "rule %s removes"
+			if len(rm) > 1 {
+				what = "rules %s remove"
+			}
+			probs.Addf("policy", cfg.Policy, what+" members from Safes (absent, removeSource); run with --allow-removals to let them", quoteAll(rm))
 		}
 		s.params.Policy = &jobs.PolicyParams{File: cfg.Policy, Digest: p.Digest(), Rules: ruleNames(p), AllowRemovals: cfg.AllowRemovals}
 		return
@@ -171,6 +175,14 @@ func (cfg *runConfig) resolvePolicy(s *runSettings, set map[string]bool, probs *
 		probs.Addf("permissions", cfg.Permissions, "name at least one permission")
 	}
 	s.policy = policy.FromFlags(member, perms)
+	if err := s.policy.Validate(policy.Options{APIUser: cfg.PVWA.User, CPMs: cfg.CPM}); err != nil && member.Name != "" && mt != "" && perms != 0 {
+		var es policy.Errors
+		if errors.As(err, &es) {
+			for _, e := range es {
+				probs.Addf("member", cfg.Member, "%s", strings.TrimPrefix(e.Msg, `member "`+member.Name+`" in rule "flags" `))
+			}
+		}
+	}
 	s.params.Member, s.params.Permissions = member, perms
 	s.params.Policy = &jobs.PolicyParams{Digest: s.policy.Digest(), Rules: ruleNames(s.policy)}
 }
@@ -332,7 +344,7 @@ func planRun(ctx context.Context, cfg *runConfig, set map[string]bool, getenv cl
 	}
 	rec, sum, err := planner.Start(ctx, env.js, env.streams, src, p, params, holder)
 	if err != nil {
-		if errors.Is(err, jobs.ErrLeaseHeld) || errors.Is(err, planner.ErrRunFinished) {
+		if errors.Is(err, jobs.ErrLeaseHeld) || errors.Is(err, planner.ErrRunFinished) || errors.Is(err, planner.ErrPolicyRefused) {
 			err = &cliconf.ExitError{Code: cliconf.ExitUsage, Err: err}
 		}
 		cancelWatch()

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -119,6 +120,9 @@ func Publish(ctx context.Context, p Plan, safes Lister, sink Sink) (Summary, err
 	}
 	sum.CPMs = internal.CPMs()
 	log.Info().Strs("cpms", sum.CPMs).Msg("CPM users found")
+	if err := refuseCPMMembers(p.Policy, sum.CPMs); err != nil {
+		return sum, err
+	}
 
 	every := p.ProgressEvery
 	if every <= 0 {
@@ -175,6 +179,33 @@ func Publish(ctx context.Context, p Plan, safes Lister, sink Sink) (Summary, err
 	log.Info().Int("listed", sum.Listed).Int("planned", sum.Planned).Int("skipped", sum.SkippedTotal()).
 		Int("duplicates", stats.Duplicates).Dur("took", sum.Took).Msg("planning done")
 	return sum, nil
+}
+
+// ErrPolicyRefused is wrapped by the error of a plan whose policy names a
+// member that must never be changed and that only the PVWA could tell: a
+// CPM user found in the Safes' managingCPM. Nothing was published.
+var ErrPolicyRefused = errors.New("policy refused")
+
+// refuseCPMMembers refuses a policy naming one of the CPM users the Vault
+// showed (as member or copy source): safeperm never changes CPM users.
+func refuseCPMMembers(pol *policy.Policy, cpms []string) error {
+	if pol == nil {
+		return nil
+	}
+	var probs []string
+	for _, r := range pol.Rules {
+		for _, name := range []string{r.Member.Name, r.Source} {
+			for _, c := range cpms {
+				if name != "" && policy.SameMember(name, c) {
+					probs = append(probs, fmt.Sprintf("rule %q names %q, a CPM user (it manages Safes, as their managingCPM shows); safeperm does not change CPM users", r.Name, name))
+				}
+			}
+		}
+	}
+	if len(probs) > 0 {
+		return fmt.Errorf("%w: %s", ErrPolicyRefused, strings.Join(probs, "; "))
+	}
+	return nil
 }
 
 // noRuleReason is the reason of a Safe in scope that no rule applies to.

@@ -48,9 +48,9 @@ type Target struct {
 // Changed reports whether the member must be written.
 func (t Target) Changed() bool { return !t.Current.Equal(t.Want) }
 
-// Conflict is two rules that set the same flag (or the membership) of the
+// SafeConflict is two rules that set the same flag (or the membership) of the
 // same member to different values on one Safe.
-type Conflict struct {
+type SafeConflict struct {
 	// RuleA and RuleB are the two rules' names, in directive order.
 	RuleA, RuleB string
 	// Member is the member they disagree about.
@@ -62,7 +62,7 @@ type Conflict struct {
 
 // Error says what the rules disagree about, e.g. `rules "a" and "b" set
 // retrieveAccounts of "HelpDesk" to different values`.
-func (c *Conflict) Error() string {
+func (c *SafeConflict) Error() string {
 	if c.What == "membership" {
 		return fmt.Sprintf("rules %q and %q disagree on whether %q is a member", c.RuleA, c.RuleB, c.Member)
 	}
@@ -97,9 +97,9 @@ func Members(ds []Directive) []string {
 // that do not clash commute, so the order of the rules does not matter; a
 // copyFrom takes the source's state as read. It returns one Target per
 // member that a directive manages or removes (in the order of Members,
-// copy sources that are only read left out), or the first Conflict: then
+// copy sources that are only read left out), or the first SafeConflict: then
 // nothing on the Safe may be written.
-func Evaluate(ds []Directive, read func(name string) *State) ([]Target, *Conflict) {
+func Evaluate(ds []Directive, read func(name string) *State) ([]Target, *SafeConflict) {
 	type effect struct {
 		rule string
 		e    Effect
@@ -147,7 +147,7 @@ func Evaluate(ds []Directive, read func(name string) *State) ([]Target, *Conflic
 			k := key(m.Name)
 			for _, prev := range effects[k] {
 				if clash, what := Clash(prev.e, e); clash {
-					return nil, &Conflict{RuleA: prev.rule, RuleB: d.Rule, Member: t.Member.Name, What: what}
+					return nil, &SafeConflict{RuleA: prev.rule, RuleB: d.Rule, Member: t.Member.Name, What: what}
 				}
 			}
 			effects[k] = append(effects[k], effect{rule: d.Rule, e: e})

@@ -168,7 +168,7 @@ func (e *Executor) cycle(ctx context.Context, job jobs.Job, p *progress) (jobs.R
 	if job.Mode == jobs.ModeRollback {
 		plans = rollbackPlans(job, cur)
 	} else {
-		var conflict *policy.Conflict
+		var conflict *policy.SafeConflict
 		plans, conflict = decide(job, cur)
 		if conflict != nil {
 			return conflicted(job, cur, conflict), nil
@@ -232,7 +232,7 @@ func (e *Executor) read(ctx context.Context, safe string, names []string, p *pro
 
 // decide turns the job's rules and the members read into one plan per
 // member the rules manage.
-func decide(job jobs.Job, cur map[string]*pam.Member) ([]memberPlan, *policy.Conflict) {
+func decide(job jobs.Job, cur map[string]*pam.Member) ([]memberPlan, *policy.SafeConflict) {
 	targets, conflict := policy.Evaluate(job.Rules, func(name string) *policy.State {
 		m := cur[key(name)]
 		if m == nil {
@@ -477,7 +477,7 @@ func stateOf(m *pam.Member) *jobs.MemberState {
 
 // conflicted is the result of a Safe whose rules disagree: failed, with
 // every member as read, nothing written.
-func conflicted(job jobs.Job, cur map[string]*pam.Member, c *policy.Conflict) jobs.Result {
+func conflicted(job jobs.Job, cur map[string]*pam.Member, c *policy.SafeConflict) jobs.Result {
 	r := jobs.NewResult(job, jobs.StatusFailed, time.Time{})
 	r.ErrorCode = jobs.ErrorCodePolicyConflict
 	r.Error = c.Error() + "; nothing was written on this Safe (planner policy check shows such pairs)"
