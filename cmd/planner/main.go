@@ -7,6 +7,7 @@
 //	planner status   list recent runs
 //	planner report   rebuild the per-Safe report of a run
 //	planner rollback undo what a run changed
+//	planner policy   check a policy file offline
 package main
 
 import (

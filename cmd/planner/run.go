@@ -56,8 +56,8 @@ func newRunFlags(cfg *runConfig, out io.Writer) *cliconf.FlagSet {
 	fs.StringVar(&cfg.MemberType, "member-type", "Group", "its type: User|Group|Role")
 	fs.StringVar(&cfg.SearchIn, "search-in", "Vault", "where the PVWA finds the member when it is added: Vault or a directory name")
 	fs.StringVar(&cfg.Permissions, "permissions", "listAccounts,unlockAccounts", "comma-separated permissions to ensure (other permissions are kept)")
-	fs.StringVar(&cfg.Include, "include", "", "file of Safe names to change, one per line (default: every Safe)")
-	fs.StringVar(&cfg.Exclude, "exclude", "", "file of Safe names never to change (default: "+defaultExcludeFile+" when present)")
+	fs.StringVar(&cfg.Include, "include", "", "file of Safe names or patterns (* and ?) to change, one per line (default: every Safe)")
+	fs.StringVar(&cfg.Exclude, "exclude", "", "file of Safe names or patterns (* and ?) never to change (default: "+defaultExcludeFile+" when present)")
 	fs.Var(&cfg.CPM, "cpm", "CPM user names whose Safes are internal, besides those found in managingCPM (repeatable, comma-separated)")
 	return fs
 }
