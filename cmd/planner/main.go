@@ -7,6 +7,7 @@
 //	planner status   list recent runs
 //	planner report   rebuild the per-Safe report of a run
 //	planner rollback undo what a run changed
+//	planner version  print the build (also planner --version)
 package main
 
 import (

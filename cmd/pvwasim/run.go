@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/safeperm/safeperm/internal/buildinfo"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
 )
 
@@ -188,6 +189,10 @@ func newLogger(c *config, stderr io.Writer) zerolog.Logger {
 // default signal handling once shutdown starts, so that a second signal
 // kills the process.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, stopSignals func()) error {
+	if buildinfo.WantsVersion(args) {
+		_, err := fmt.Fprintln(stdout, buildinfo.Read("pvwasim"))
+		return err
+	}
 	c, err := parse(args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, errUsage) && err != errUsage {
