@@ -26,6 +26,15 @@ import (
 	"github.com/safeperm/safeperm/internal/worker"
 )
 
+// Log field names.
+const (
+	logWorker = "worker"
+	logFile   = "file"
+	logSafe   = "safe"
+	logSafes  = "safes"
+	logRate   = "rate"
+)
+
 // runSettings is a runConfig after validation, with files read and secrets
 // loaded.
 type runSettings struct {
@@ -154,11 +163,11 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 	}
 	for _, l := range []*scope.List{s.filter.Include, s.filter.Exclude} {
 		for _, w := range l.Warnings() {
-			log.Warn().Str("file", l.File()).Msg(w)
+			log.Warn().Str(logFile, l.File()).Msg(w)
 		}
 	}
 	if s.filter.Exclude != nil && cfg.Exclude == "" {
-		log.Info().Str("file", s.excludeFile).Int("safes", s.filter.Exclude.Len()).Msg("using the default exclude file")
+		log.Info().Str(logFile, s.excludeFile).Int(logSafes, s.filter.Exclude.Len()).Msg("using the default exclude file")
 	}
 	host, _ := os.Hostname()
 	holder := fmt.Sprintf("%s/%d", host, os.Getpid())
@@ -201,7 +210,7 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 		if err := throttle.SetTotal(ctx, env.js, throttle.DefaultBudgetName, cfg.Rate, s.nats.Replicas); err != nil {
 			return fmt.Errorf("set the workers' PVWA rate budget: %w", err)
 		}
-		log.Info().Float64("rate", cfg.Rate).Msg("PVWA rate budget for all workers set")
+		log.Info().Float64(logRate, cfg.Rate).Msg("PVWA rate budget for all workers set")
 	}
 
 	// In-process workers with the embedded server.
@@ -281,7 +290,7 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 		return err
 	}
 	for _, n := range sum.Unmatched {
-		log.Warn().Str("file", s.includeFile).Str("safe", n).Msg("include list names a Safe the PVWA did not list")
+		log.Warn().Str(logFile, s.includeFile).Str(logSafe, n).Msg("include list names a Safe the PVWA did not list")
 	}
 	fmt.Fprintf(stdout, "run %s: %d %s, %d jobs published, %d skipped (%s)\n",
 		rec.ID, sum.Listed, map[bool]string{true: "results of the run read", false: "Safes listed"}[cfg.rollbackOf != ""],
@@ -326,7 +335,7 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 func startWorkers(ctx context.Context, wg *sync.WaitGroup, env *natsEnv, client *pam.Client, n, concurrency int, holder string, log zerolog.Logger) error {
 	for i := range n {
 		id := fmt.Sprintf("%s/w%d", holder, i+1)
-		w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: concurrency, Logger: log}, client, env.js, env.streams)
+		w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: concurrency, Logger: log.With().Str(logWorker, id).Logger()}, client, env.js, env.streams)
 		if err != nil {
 			return err
 		}
@@ -334,7 +343,7 @@ func startWorkers(ctx context.Context, wg *sync.WaitGroup, env *natsEnv, client 
 		go func() {
 			defer wg.Done()
 			if err := w.Run(ctx); err != nil {
-				log.Error().Err(err).Str("worker", id).Msg("in-process worker stopped")
+				log.Error().Err(err).Str(logWorker, id).Msg("in-process worker stopped")
 			}
 		}()
 	}
