@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/safeperm/safeperm/internal/jobs"
@@ -241,7 +242,21 @@ func failed(job jobs.Job, before *jobs.MemberState, err error) jobs.Result {
 	r := result(job, jobs.StatusFailed, before, before)
 	r.ErrorCode = errorCode(err)
 	r.Error = failureText(err)
+	r.Op = opOf(err)
 	return r
+}
+
+// opOf names the PVWA call that failed ("PUT member", "list members"), or
+// "" when err is not a PVWA answer.
+func opOf(err error) string {
+	var ae *pam.APIError
+	if !errors.As(err, &ae) || ae.Method == "" {
+		return ""
+	}
+	if p := strings.TrimSuffix(strings.ToLower(ae.Path), "/"); ae.Method == "GET" && strings.HasSuffix(p, "/members") {
+		return "list members"
+	}
+	return ae.Method + " member"
 }
 
 // failureText says in one line what failed and, for the failures an
