@@ -152,6 +152,9 @@ type Outcome struct {
 	// Failures are the failed and conflict results, in arrival order, at
 	// most Options.MaxListed (Counts has the totals).
 	Failures []jobs.Result
+	// Causes groups every failed and conflict result (not only the listed
+	// ones) by cause, the largest group first.
+	Causes []FailureGroup
 	// Drift are the drift results, capped like Failures.
 	Drift []jobs.Result
 }
@@ -208,7 +211,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, runID string, opt Option
 
 	w := &watcher{
 		runID: runID, opt: opt, log: log, run: run, started: time.Now(),
-		tally: jobs.NewTally(), meter: newRateMeter(rateWindow),
+		tally: jobs.NewTally(), meter: newRateMeter(rateWindow), causes: NewCauses(),
 		progressed: make(chan struct{}, 1),
 	}
 	w.view = newView(opt, runID)
@@ -269,6 +272,7 @@ type watcher struct {
 	meter    *rateMeter
 	lastTime time.Time // latest result time
 	failures []jobs.Result
+	causes   *Causes
 	drift    []jobs.Result
 }
 
@@ -283,7 +287,7 @@ func (w *watcher) add(r jobs.Result) error {
 	if r.Time.After(w.lastTime) {
 		w.lastTime = r.Time
 	}
-	failure := r.Status == jobs.StatusFailed || r.Status == jobs.StatusConflict
+	failure := w.causes.Add(r)
 	switch {
 	case failure && len(w.failures) < w.opt.MaxListed:
 		w.failures = append(w.failures, r)
@@ -370,6 +374,7 @@ func (w *watcher) outcome(complete bool) Outcome {
 		Done:     w.tally.Done(),
 		Complete: complete,
 		Failures: append([]jobs.Result(nil), w.failures...),
+		Causes:   w.causes.Groups(),
 		Drift:    append([]jobs.Result(nil), w.drift...),
 	}
 	start, end := w.run.Started, now
