@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+
+	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/buildinfo"
 	"github.com/safeperm/safeperm/internal/cliconf"
@@ -94,6 +97,59 @@ func printVersion(w io.Writer, in buildinfo.Info, asJSON bool) error {
 	}
 	_, err := fmt.Fprintln(w, in.String())
 	return err
+}
+
+// printError writes a command's error to stderr: "planner: <error>", or,
+// when the command was asked for JSON (--json, report --format json) and its
+// logs are JSON, one JSON log record, so every line on stderr parses.
+func printError(stderr io.Writer, args []string, getenv cliconf.Getenv, err error) {
+	if jsonLogs(args, getenv) {
+		log := cliconf.NewLogger(stderr, zerolog.ErrorLevel, false)
+		log.Error().Str("error", err.Error()).Msg("planner failed")
+		return
+	}
+	fmt.Fprintln(stderr, "planner:", err.Error())
+}
+
+// jsonLogs reports whether args (or the SAFEPERM_* variables) ask for JSON
+// output without asking for console logs.
+func jsonLogs(args []string, getenv cliconf.Getenv) bool {
+	asJSON, format := false, ""
+	if getenv != nil {
+		asJSON, _ = strconv.ParseBool(getenv(cliconf.EnvName("json")))
+		format = getenv(cliconf.EnvName("log-format"))
+		if strings.EqualFold(getenv(cliconf.EnvName("format")), "json") {
+			asJSON = true
+		}
+	}
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		if !hasVal && i+1 < len(args) {
+			val = args[i+1]
+		}
+		switch name {
+		case "json":
+			b, err := strconv.ParseBool(val)
+			asJSON = !hasVal || (err == nil && b)
+		case "format":
+			asJSON = asJSON || strings.EqualFold(val, "json")
+		case "log-format":
+			format = val
+		}
+	}
+	switch strings.ToLower(format) {
+	case "json":
+		return true
+	case "console":
+		return false
+	}
+	return asJSON
 }
 
 // isSilent reports whether err carries only an exit code: the command has

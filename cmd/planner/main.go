@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -25,10 +24,8 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	code := cliconf.ExitCode(err)
-	if err != nil && code != cliconf.ExitOK {
-		if msg := err.Error(); msg != "" && !isSilent(err) {
-			fmt.Fprintln(os.Stderr, "planner:", msg)
-		}
+	if err != nil && code != cliconf.ExitOK && err.Error() != "" && !isSilent(err) {
+		printError(os.Stderr, os.Args[1:], os.Getenv, err)
 	}
 	os.Exit(code)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -157,6 +158,7 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 	if err != nil {
 		return err
 	}
+	cfg.Log.MachineOutput = cfg.JSON
 	log, err := cfg.Log.Logger(stderr)
 	if err != nil {
 		return &cliconf.UsageError{Err: err}
@@ -231,8 +233,9 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 	}
 
 	params := jobs.RunParams{Member: s.member, Permissions: s.perms, Include: s.includeFile, Exclude: s.excludeFile,
-		PVWAHost: hostOf(s.pvwa.URL), PlannerHost: holder, Rate: cfg.Rate}
+		PVWAHost: hostOf(s.pvwa.URL), PVWAFlags: pvwaArgs(cfg.PVWA), PlannerHost: holder, Rate: cfg.Rate}
 	src := planner.SafesSource(client)
+	ev := startEvent{Type: "start", Run: s.runID, Mode: s.mode}
 	if cfg.rollbackOf != "" {
 		orig, _, err := env.streams.Runs.Get(ctx, cfg.rollbackOf)
 		if err != nil {
@@ -248,11 +251,17 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 		params.Member, params.Permissions, params.RollbackOf = s.member, s.perms, orig.ID
 		params.Include, params.Exclude = "", ""
 		src = planner.RollbackSource(env.js, orig.ID)
-		fmt.Fprintf(stdout, "run %s: rollback of run %s (%s for %s), only where nothing changed since\n", s.runID, orig.ID, s.perms, s.member.Name)
+		ev.RollbackOf = orig.ID
+	}
+	ev.Member, ev.Permissions = s.member.Name, s.perms
+	o := &runOutput{w: stdout, json: cfg.JSON}
+	if cfg.rollbackOf != "" {
+		o.say(ev, "run %s: rollback of run %s (%s for %s), only where nothing changed since\n", s.runID, ev.RollbackOf, s.perms, s.member.Name)
 	} else {
-		fmt.Fprintf(stdout, "run %s: %s %s for %s on every Safe in scope\n", s.runID, s.mode, s.perms, s.member.Name)
+		o.say(ev, "run %s: %s %s for %s on every Safe in scope\n", s.runID, s.mode, s.perms, s.member.Name)
 	}
 	p := planner.Plan{Run: s.runID, Mode: s.mode, Member: s.member, Permissions: s.perms, Filter: s.filter, Logger: log}
+	where := natsArgs(cfg.NATS, cfg.DataDir)
 
 	watching := cfg.Watch.or(s.nats.Embedded()) || cfg.Report != ""
 	var (
@@ -271,12 +280,17 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 		stopRecording := recordProgress(watchCtx, env.js, env.streams, s.runID, 2*time.Second)
 		defer stopRecording()
 		// Follow while planning: results flow as soon as the first jobs
-		// are published.
+		// are published. The progress view goes to stderr, except the
+		// JSON lines of --json, which are for stdout.
+		view := stderr
+		if cfg.JSON {
+			view = stdout
+		}
 		watchWG.Add(1)
 		go func() {
 			defer watchWG.Done()
 			out, watchErr = watch.Watch(watchCtx, env.js, s.runID, watch.Options{
-				Out: stderr, Mode: viewMode(cfg.JSON), Logger: log, Runs: env.streams.Runs, OnResult: rep.Write,
+				Out: view, Mode: viewMode(cfg.JSON), Logger: log, Runs: env.streams.Runs, OnResult: rep.Write,
 			})
 		}()
 	}
@@ -292,42 +306,118 @@ func planRun(ctx context.Context, cfg *runConfig, getenv cliconf.Getenv, stdout,
 	for _, n := range sum.Unmatched {
 		log.Warn().Str(logFile, s.includeFile).Str(logSafe, n).Msg("include list names a Safe the PVWA did not list")
 	}
-	fmt.Fprintf(stdout, "run %s: %d %s, %d jobs published, %d skipped (%s)\n",
+	pe := plannedEvent{Type: "planned", Run: rec.ID, Listed: sum.Listed, Published: sum.Planned, Skipped: sum.SkippedTotal(),
+		SkippedBy: map[string]int{}, Unmatched: sum.Unmatched}
+	for r, n := range sum.Skipped {
+		pe.SkippedBy[r.String()] = n
+	}
+	next := nextSteps(rec, where, "")
+	if !watching {
+		pe.Final, pe.Next = true, &next
+	}
+	o.say(pe, "run %s: %d %s, %d jobs published, %d skipped (%s)\n",
 		rec.ID, sum.Listed, map[bool]string{true: "results of the run read", false: "Safes listed"}[cfg.rollbackOf != ""],
 		sum.Planned, sum.SkippedTotal(), skippedText(sum.Skipped))
 	if !watching {
 		if s.nats.Embedded() {
-			fmt.Fprintf(stdout, "run %s: --watch=false with the embedded server: the in-process workers stop now; the jobs wait in %s for the next planner run on it\n", rec.ID, cfg.DataDir)
-			return nil
+			o.human("run %s: --watch=false with the embedded server: the in-process workers stop now; the jobs wait in %s for the next planner run on it\n", rec.ID, cfg.DataDir)
+			return o.err
 		}
-		fmt.Fprintf(stdout, "run %s is being applied by the workers; follow it with: planner watch %s\n", rec.ID, rec.ID)
-		return nil
+		o.human("run %s is being applied by the workers; follow it with:\n  %s\n", rec.ID, next.Watch)
+		return o.err
 	}
 	watchWG.Wait()
 	cancelWatch() // records the final counts
-	if watchErr != nil {
-		if ctx.Err() != nil {
-			return &cliconf.ExitError{Code: cliconf.ExitFailed, Err: fmt.Errorf("interrupted: run %s continues with the workers; resume planning with --run-id %s", rec.ID, rec.ID)}
-		}
-		return watchErr
+	ending := watch.Ending{Unmatched: sum.Unmatched, Next: nextSteps(out.Run, where, "")}
+	if out.Run.ID == "" {
+		ending.Next = next
 	}
-	if _, err := planner.Finish(context.WithoutCancel(ctx), env.streams.Runs, rec.ID); err != nil {
+	if watchErr != nil {
+		code, err := cliconf.ExitFailed, watchErr
+		if ctx.Err() != nil {
+			err = fmt.Errorf("interrupted: run %s continues with the workers; resume planning with --run-id %s", rec.ID, rec.ID)
+		}
+		if cfg.JSON {
+			f := watch.NewFinal(out, ending, err, time.Now())
+			f.ExitCode = code
+			_ = f.Write(stdout)
+		}
+		return &cliconf.ExitError{Code: code, Err: err}
+	}
+	if fin, err := planner.Finish(context.WithoutCancel(ctx), env.streams.Runs, rec.ID); err != nil {
 		log.Warn().Err(err).Msg("marking the run done")
+	} else {
+		out.Run = fin
 	}
 	if err := rep.Commit(); err != nil {
 		return err
 	}
-	watch.Summary(stdout, out)
-	if len(sum.Unmatched) > 0 {
-		fmt.Fprintf(stdout, "include list names %d Safe(s) the PVWA did not list: %s\n", len(sum.Unmatched), strings.Join(sum.Unmatched, ", "))
-	}
-	if cfg.Report != "" {
-		fmt.Fprintf(stdout, "report: %s\n", cfg.Report)
+	ending.Next.ReportFile = cfg.Report
+	if cfg.JSON {
+		if err := watch.NewFinal(out, ending, nil, time.Now()).Write(stdout); err != nil {
+			return err
+		}
+	} else {
+		watch.Summary(stdout, out, ending)
 	}
 	if code := out.ExitCode(); code != cliconf.ExitOK {
 		return &cliconf.ExitError{Code: code}
 	}
 	return nil
+}
+
+// startEvent is the first JSON object of planner run --json.
+type startEvent struct {
+	Type        string      `json:"type"`
+	Run         string      `json:"run"`
+	Mode        jobs.Mode   `json:"mode"`
+	Member      string      `json:"member"`
+	Permissions pam.PermSet `json:"permissions"`
+	RollbackOf  string      `json:"rollbackOf,omitempty"`
+}
+
+// plannedEvent is the JSON object of planner run --json once every job is
+// published. Without --watch it is the last one (final, with next).
+type plannedEvent struct {
+	Type      string           `json:"type"`
+	Run       string           `json:"run"`
+	Listed    int              `json:"listed"`
+	Published int              `json:"published"`
+	Skipped   int              `json:"skipped"`
+	SkippedBy map[string]int   `json:"skippedBy"`
+	Unmatched []string         `json:"unmatched,omitempty"`
+	Final     bool             `json:"final"`
+	Next      *watch.NextSteps `json:"next,omitempty"`
+}
+
+// runOutput writes a command's stdout: human lines, or with --json one
+// JSON object per line and nothing else. It keeps the first error.
+type runOutput struct {
+	w    io.Writer
+	json bool
+	err  error
+}
+
+// say writes v as a JSON line, or the formatted human line.
+func (o *runOutput) say(v any, format string, args ...any) {
+	if o.err != nil {
+		return
+	}
+	if o.json {
+		var b []byte
+		if b, o.err = json.Marshal(v); o.err == nil {
+			_, o.err = o.w.Write(append(b, '\n'))
+		}
+		return
+	}
+	_, o.err = fmt.Fprintf(o.w, format, args...)
+}
+
+// human writes a line only people need; --json leaves it out.
+func (o *runOutput) human(format string, args ...any) {
+	if o.err == nil && !o.json {
+		_, o.err = fmt.Fprintf(o.w, format, args...)
+	}
 }
 
 // startWorkers starts n in-process workers sharing client, and one

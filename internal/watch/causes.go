@@ -71,8 +71,14 @@ func NewCauses() *Causes { return &Causes{groups: make(map[Cause]*FailureGroup)}
 // Add counts r if it is failed or conflict, and reports whether it did.
 // The caller counts each Safe once (jobs.Follow and jobs.Tally do).
 func (c *Causes) Add(r jobs.Result) bool {
+	counted, _ := c.add(r)
+	return counted
+}
+
+// add is Add that also reports whether r is the first of its cause.
+func (c *Causes) add(r jobs.Result) (counted, first bool) {
 	if r.Status != jobs.StatusFailed && r.Status != jobs.StatusConflict {
-		return false
+		return false, false
 	}
 	k := causeOf(r)
 	g, ok := c.groups[k]
@@ -85,7 +91,7 @@ func (c *Causes) Add(r jobs.Result) bool {
 		g.Examples = append(g.Examples, r.Safe.Name)
 	}
 	c.n++
-	return true
+	return true, !ok
 }
 
 // Len returns the number of Safes added.

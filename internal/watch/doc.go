@@ -22,7 +22,8 @@
 //
 //	run 20261123T094512Z-3f9a2c 1234/5000 [=====>------] 24.7% 310.2 Safes/s ETA 12s | applied 800 unchanged 432 failed 2
 //
-// with each failed or conflict Safe printed above the bar as it arrives:
+// with the first failed or conflict Safe of each cause (see Failures by
+// cause) printed above the bar as it arrives; the summary counts the rest:
 //
 //	failed "Linux Root": MAX_DELIVERIES: gave up after 8 deliveries; job moved to SAFEPERM_DLQ
 //
@@ -35,7 +36,7 @@
 // golang.org/x/term.
 //
 // Plain (ViewPlain, or ViewAuto when Out is not a terminal), one line
-// every Interval, one per failure, and a final one:
+// every Interval, one for the first failure of each cause, and a final one:
 //
 //	run 20261123T094512Z-3f9a2c: 1234/5000 (24.7%) 310.2 Safes/s ETA 12s | applied 800 unchanged 432 failed 2
 //	run 20261123T094512Z-3f9a2c: failed "Linux Root": MAX_DELIVERIES: gave up after 8 deliveries

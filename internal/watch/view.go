@@ -22,7 +22,8 @@ type view interface {
 	progress(s snapshot)
 	// line is called every Interval.
 	line(s snapshot)
-	// failure is called for each failed or conflict result as it arrives.
+	// failure is called for the first failed or conflict result of each
+	// cause as it arrives.
 	failure(r jobs.Result)
 	// close shows the end and releases the view.
 	close(s snapshot, o Outcome, err error)

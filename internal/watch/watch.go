@@ -287,7 +287,7 @@ func (w *watcher) add(r jobs.Result) error {
 	if r.Time.After(w.lastTime) {
 		w.lastTime = r.Time
 	}
-	failure := w.causes.Add(r)
+	failure, firstOfCause := w.causes.add(r)
 	switch {
 	case failure && len(w.failures) < w.opt.MaxListed:
 		w.failures = append(w.failures, r)
@@ -298,7 +298,9 @@ func (w *watcher) add(r jobs.Result) error {
 	if w.opt.OnResult != nil {
 		w.opt.OnResult(r)
 	}
-	if failure {
+	if firstOfCause {
+		// One line per cause as it first appears; the summary counts
+		// them all and says what to do.
 		w.view.failure(r)
 	}
 	select {
