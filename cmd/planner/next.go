@@ -90,7 +90,13 @@ func nextSteps(run jobs.Run, where []string, reportFile string) watch.NextSteps 
 		Watch:      shellLine(append([]string{"planner", "watch", id}, where...)),
 	}
 	if run.Mode == jobs.ModeApply {
-		n.Rollback = shellLine(append(append([]string{"planner", "rollback", id}, run.Params.PVWAFlags...), where...))
+		pvwa := run.Params.PVWAFlags
+		if len(pvwa) == 0 && run.Params.PVWAHost != "" {
+			// A run recorded before pvwaFlags existed: its host is all
+			// there is (add --user and the rest by hand).
+			pvwa = []string{"--pvwa-url", "https://" + run.Params.PVWAHost}
+		}
+		n.Rollback = shellLine(append(append([]string{"planner", "rollback", id}, pvwa...), where...))
 	}
 	return n
 }

@@ -27,6 +27,11 @@ func TestNextSteps(t *testing.T) {
 			Watch:      "planner watch r1",
 			Rollback:   "planner rollback r1 --pvwa-url https://pvwa.example.com/PasswordVault --auth ldap --user 'svc safeperm' --password-file /run/creds/pvwa",
 		}},
+		{"a run recorded with its PVWA host only", jobs.Run{ID: "r0", Mode: jobs.ModeApply, Params: jobs.RunParams{PVWAHost: "pvwa.example.com"}}, nil, "", watch.NextSteps{
+			Report:   "planner report r0 --format csv",
+			Watch:    "planner watch r0",
+			Rollback: "planner rollback r0 --pvwa-url https://pvwa.example.com",
+		}},
 		{"embedded, other data dir", jobs.Run{ID: "r2", Mode: jobs.ModeCheck}, natsArgs(cliconf.NATS{}, "/var/lib/it's here"), "", watch.NextSteps{
 			Report: `planner report r2 --format csv --data-dir '/var/lib/it'\''s here'`,
 			Watch:  `planner watch r2 --data-dir '/var/lib/it'\''s here'`,
