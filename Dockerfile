@@ -1,7 +1,11 @@
 # syntax=docker/dockerfile:1
 # safeperm image: /usr/local/bin/planner, /usr/local/bin/worker and /usr/local/bin/pvwasim (the
 # PVWA simulator, for staging tests) on distroless static, non-root, no shell.
-#   docker build -t ghcr.io/safeperm/safeperm:0.1.0 .
+#   docker build -t ghcr.io/safeperm/safeperm:0.1.0 \
+#     --build-arg VERSION=$(git describe --tags --always --dirty) \
+#     --build-arg REVISION=$(git rev-parse HEAD) \
+#     --build-arg BUILD_TIME=$(git log -1 --format=%cI) .
+#   docker run --rm ghcr.io/safeperm/safeperm:0.1.0 /usr/local/bin/worker --version
 #   docker run --rm ghcr.io/safeperm/safeperm:0.1.0 /usr/local/bin/planner run -h
 # Kubernetes sets command: per container (deploy/kubernetes); the default runs a worker.
 
@@ -14,9 +18,16 @@ RUN go mod download && go mod verify
 COPY . .
 # Cross-compiles natively for the target platform (docker buildx --platform ...).
 ARG TARGETOS TARGETARCH
+# The context has no .git (.dockerignore), so the build cannot read the
+# revision: the linker stamps what the build arguments say (internal/buildinfo).
+ARG VERSION=devel REVISION= BUILD_TIME=
 RUN --mount=type=cache,target=/root/.cache/go-build \
     GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH:-amd64} \
-    go build -trimpath -ldflags='-s -w' -o /out/ ./cmd/planner ./cmd/worker ./cmd/pvwasim
+    go build -trimpath -ldflags="-s -w \
+      -X github.com/safeperm/safeperm/internal/buildinfo.version=${VERSION} \
+      -X github.com/safeperm/safeperm/internal/buildinfo.revision=${REVISION} \
+      -X github.com/safeperm/safeperm/internal/buildinfo.time=${BUILD_TIME}" \
+    -o /out/ ./cmd/planner ./cmd/worker ./cmd/pvwasim
 
 FROM gcr.io/distroless/static-debian12:nonroot
 # distroless/static has CA certificates, tzdata and /etc/passwd with nonroot (65532).

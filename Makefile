@@ -5,6 +5,14 @@ BIN   := $(CURDIR)/bin
 PKGS  := ./...
 STATICCHECK_VERSION ?= v0.8.2
 NATS_SERVER_VERSION ?= v2.15.2
+# The build stamped into the binaries (planner version, worker --version).
+# The toolchain records vcs.revision and vcs.time itself unless -buildvcs=false
+# (GOFLAGS, CI); stamping them too makes the answer the same either way.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+VCS_TIME ?= $(shell git log -1 --format=%cI 2>/dev/null)
+BUILDINFO := github.com/safeperm/safeperm/internal/buildinfo
+LDFLAGS  := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REVISION) -X $(BUILDINFO).time=$(VCS_TIME)
 
 .PHONY: all build test test-short demo bench lint vet fmt tools reliability clean
 
@@ -13,7 +21,7 @@ all: build
 ## build: compile planner, worker and pvwasim into ./bin
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 ## test: every test, race detector on (this is what CI runs)
 test:

@@ -397,8 +397,8 @@ func contractCLI(t *testing.T) *cli {
 		"planner run":      {f.pvwa, f.nats, f.logging, f.run},
 		"planner rollback": {f.pvwa, f.nats, f.logging},
 		"planner watch":    {f.nats, f.logging, {"json": "bool"}},
-		"planner status":   {f.nats, f.logging, {"limit": "int", "json": "bool"}},
-		"planner report":   {f.nats, f.logging, {"format": "string"}},
+		"planner status":   {f.nats, f.logging, {"limit": "int", "json": "bool", "failures": "bool"}},
+		"planner report":   {f.nats, f.logging, {"format": "string", "json": "bool"}},
 	}
 	c := &cli{source: "contract", planner: map[string]*flagSet{}}
 	for name, groups := range usages {

@@ -72,7 +72,7 @@ func validateDockerfile(t *testing.T, root string, c *cli) []error {
 		bad("final stage: the binaries must be copied to /usr/local/bin/")
 	}
 	build := strings.Join(lines[froms[0]:froms[len(froms)-1]], "\n")
-	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-ldflags='-s -w'", "./cmd/planner", "./cmd/worker", "./cmd/pvwasim"} {
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-ldflags=\"-s -w", "internal/buildinfo.version=${VERSION}", "internal/buildinfo.revision=${REVISION}", "./cmd/planner", "./cmd/worker", "./cmd/pvwasim"} {
 		if !strings.Contains(build, want) {
 			bad("build stage lacks %s", want)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/cliconf"
 	"github.com/safeperm/safeperm/internal/jobs"
@@ -28,6 +29,8 @@ type readConfig struct {
 	JSON    bool
 	Format  string
 	Limit   int
+	// Failures: planner status groups each run's failures by cause.
+	Failures bool
 }
 
 func newReadFlags(cfg *readConfig, name, synopsis string, out io.Writer) *cliconf.FlagSet {
@@ -58,17 +61,21 @@ func parseRead(fs *cliconf.FlagSet, args []string, getenv cliconf.Getenv, nargs 
 }
 
 // openRead resolves the NATS flags and connects.
-func (cfg *readConfig) open(ctx context.Context, getenv cliconf.Getenv, stderr io.Writer) (*natsEnv, error) {
+// The logger is JSON when the command writes JSON (--json, --format
+// json) and --log-format is auto.
+func (cfg *readConfig) open(ctx context.Context, getenv cliconf.Getenv, stderr io.Writer) (*natsEnv, zerolog.Logger, error) {
 	ns, err := cfg.NATS.Resolve(getenv)
 	if err != nil {
-		return nil, err
+		return nil, zerolog.Nop(), err
 	}
+	cfg.Log.MachineOutput = cfg.JSON
 	log, err := cfg.Log.Logger(stderr)
 	if err != nil {
-		return nil, &cliconf.UsageError{Err: err}
+		return nil, zerolog.Nop(), &cliconf.UsageError{Err: err}
 	}
 	host, _ := os.Hostname()
-	return openNATS(ctx, ns, embeddedOptions{DataDir: cfg.DataDir}, fmt.Sprintf("safeperm-planner-read %s/%d", host, os.Getpid()), log)
+	env, err := openNATS(ctx, ns, embeddedOptions{DataDir: cfg.DataDir}, fmt.Sprintf("safeperm-planner-read %s/%d", host, os.Getpid()), log)
+	return env, log, err
 }
 
 func watchCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {
@@ -79,28 +86,41 @@ func watchCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout,
 	if err != nil {
 		return helpOK(err)
 	}
-	env, err := cfg.open(ctx, getenv, stderr)
+	env, log, err := cfg.open(ctx, getenv, stderr)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	log, _ := cfg.Log.Logger(stderr)
 	stopRecording := recordProgress(ctx, env.js, env.streams, ids[0], 2*time.Second)
 	out, err := watch.Watch(ctx, env.js, ids[0], watch.Options{Out: stdout, Mode: viewMode(cfg.JSON), Logger: log, Runs: env.streams.Runs})
 	stopRecording()
+	where := natsArgs(cfg.NATS, cfg.DataDir)
 	if err != nil {
+		code := cliconf.ExitFailed
 		if errors.Is(err, jobs.ErrRunNotFound) {
-			return &cliconf.ExitError{Code: cliconf.ExitUsage, Err: err}
+			code = cliconf.ExitUsage
 		}
-		return err
+		if cfg.JSON && !errors.Is(err, jobs.ErrRunNotFound) {
+			f := watch.NewFinal(out, watch.Ending{Next: nextSteps(out.Run, where, "")}, err, time.Now())
+			f.ExitCode = code
+			_ = f.Write(stdout)
+		}
+		return &cliconf.ExitError{Code: code, Err: err}
 	}
 	if out.Run.State == jobs.RunRunning {
-		if _, err := planner.Finish(ctx, env.streams.Runs, ids[0]); err != nil {
+		if fin, err := planner.Finish(ctx, env.streams.Runs, ids[0]); err != nil {
 			log.Warn().Err(err).Msg("marking the run done")
+		} else {
+			out.Run = fin
 		}
 	}
-	if !cfg.JSON {
-		watch.Summary(stdout, out)
+	ending := watch.Ending{Next: nextSteps(out.Run, where, "")}
+	if cfg.JSON {
+		if err := watch.NewFinal(out, ending, nil, time.Now()).Write(stdout); err != nil {
+			return err
+		}
+	} else {
+		watch.Summary(stdout, out, ending)
 	}
 	if code := out.ExitCode(); code != cliconf.ExitOK {
 		return &cliconf.ExitError{Code: code}
@@ -112,11 +132,12 @@ func statusCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout
 	var cfg readConfig
 	fs := newReadFlags(&cfg, "planner status", "planner status [--nats-url URL] [--limit N]", stderr)
 	fs.IntVar(&cfg.Limit, "limit", 20, "show the N most recent runs")
-	fs.BoolVar(&cfg.JSON, "json", false, "one JSON object per run")
+	fs.BoolVar(&cfg.JSON, "json", false, "one JSON object per line and run (JSON Lines), with its failures grouped by cause")
+	fs.BoolVar(&cfg.Failures, "failures", true, "group the failed and conflict Safes of each listed run by cause (reads those results)")
 	if _, err := parseRead(fs, args, getenv, 0, ""); err != nil {
 		return helpOK(err)
 	}
-	env, err := cfg.open(ctx, getenv, stderr)
+	env, _, err := cfg.open(ctx, getenv, stderr)
 	if err != nil {
 		return err
 	}
@@ -130,25 +151,34 @@ func statusCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout
 		runs = runs[:cfg.Limit]
 	}
 	count := watch.StreamCounts(ctx, env.js)
-	if cfg.JSON {
-		return watch.StatusJSON(stdout, runs, count)
+	var failures watch.FailureFunc
+	if cfg.Failures {
+		failures = watch.StreamFailures(ctx, env.js)
 	}
-	return watch.Status(stdout, runs, count)
+	if cfg.JSON {
+		return watch.StatusJSON(stdout, runs, count, failures)
+	}
+	return watch.Status(stdout, runs, count, failures)
 }
 
 func reportCmd(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {
 	var cfg readConfig
 	fs := newReadFlags(&cfg, "planner report", "planner report RUN [--format csv|json] [--nats-url URL]", stderr)
 	fs.StringVar(&cfg.Format, "format", "csv", "csv, or json (JSON Lines)")
+	fs.BoolVar(&cfg.JSON, "json", false, "same as --format json: one JSON object per Safe and line")
 	ids, err := parseRead(fs, args, getenv, 1, "one run id: planner report RUN")
 	if err != nil {
 		return helpOK(err)
+	}
+	if cfg.JSON {
+		cfg.Format = "json"
 	}
 	f, err := report.ParseFormat(cfg.Format)
 	if err != nil {
 		return &cliconf.UsageError{Err: fmt.Errorf("--format %q: %w", cfg.Format, err)}
 	}
-	env, err := cfg.open(ctx, getenv, stderr)
+	cfg.JSON = f == report.FormatJSONL
+	env, _, err := cfg.open(ctx, getenv, stderr)
 	if err != nil {
 		return err
 	}

@@ -8,11 +8,11 @@
 //	planner report   rebuild the per-Safe report of a run
 //	planner rollback undo what a run changed
 //	planner policy   check a policy file offline
+//	planner version  print the build (also planner --version)
 package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -25,10 +25,8 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	code := cliconf.ExitCode(err)
-	if err != nil && code != cliconf.ExitOK {
-		if msg := err.Error(); msg != "" && !isSilent(err) {
-			fmt.Fprintln(os.Stderr, "planner:", msg)
-		}
+	if err != nil && code != cliconf.ExitOK && err.Error() != "" && !isSilent(err) {
+		printError(os.Stderr, os.Args[1:], os.Getenv, err)
 	}
 	os.Exit(code)
 }

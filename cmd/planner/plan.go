@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,15 @@ import (
 	"github.com/safeperm/safeperm/internal/throttle"
 	"github.com/safeperm/safeperm/internal/watch"
 	"github.com/safeperm/safeperm/internal/worker"
+)
+
+// Log field names.
+const (
+	logWorker = "worker"
+	logFile   = "file"
+	logSafe   = "safe"
+	logSafes  = "safes"
+	logRate   = "rate"
 )
 
 // runSettings is a runConfig after validation, with files read and secrets
@@ -220,17 +230,18 @@ func planRun(ctx context.Context, cfg *runConfig, set map[string]bool, getenv cl
 	if err != nil {
 		return err
 	}
+	cfg.Log.MachineOutput = cfg.JSON
 	log, err := cfg.Log.Logger(stderr)
 	if err != nil {
 		return &cliconf.UsageError{Err: err}
 	}
 	for _, l := range []*scope.List{s.filter.Include, s.filter.Exclude} {
 		for _, w := range l.Warnings() {
-			log.Warn().Str("file", l.File()).Msg(w)
+			log.Warn().Str(logFile, l.File()).Msg(w)
 		}
 	}
 	if s.filter.Exclude != nil && cfg.Exclude == "" {
-		log.Info().Str("file", s.excludeFile).Int("safes", s.filter.Exclude.Len()).Msg("using the default exclude file")
+		log.Info().Str(logFile, s.excludeFile).Int(logSafes, s.filter.Exclude.Len()).Msg("using the default exclude file")
 	}
 	host, _ := os.Hostname()
 	holder := fmt.Sprintf("%s/%d", host, os.Getpid())
@@ -273,7 +284,7 @@ func planRun(ctx context.Context, cfg *runConfig, set map[string]bool, getenv cl
 		if err := throttle.SetTotal(ctx, env.js, throttle.DefaultBudgetName, cfg.Rate, s.nats.Replicas); err != nil {
 			return fmt.Errorf("set the workers' PVWA rate budget: %w", err)
 		}
-		log.Info().Float64("rate", cfg.Rate).Msg("PVWA rate budget for all workers set")
+		log.Info().Float64(logRate, cfg.Rate).Msg("PVWA rate budget for all workers set")
 	}
 
 	// In-process workers with the embedded server.
@@ -295,8 +306,9 @@ func planRun(ctx context.Context, cfg *runConfig, set map[string]bool, getenv cl
 
 	params := s.params
 	params.Include, params.Exclude = s.includeFile, s.excludeFile
-	params.PVWAHost, params.PlannerHost, params.Rate = hostOf(s.pvwa.URL), holder, cfg.Rate
+	params.PVWAHost, params.PVWAFlags, params.PlannerHost, params.Rate = hostOf(s.pvwa.URL), pvwaArgs(cfg.PVWA), holder, cfg.Rate
 	src := planner.SafesSource(client)
+	ev := startEvent{Type: "start", Run: s.runID, Mode: s.mode}
 	if cfg.rollbackOf != "" {
 		orig, _, err := env.streams.Runs.Get(ctx, cfg.rollbackOf)
 		if err != nil {
@@ -308,13 +320,23 @@ func planRun(ctx context.Context, cfg *runConfig, set map[string]bool, getenv cl
 		case !orig.State.Final():
 			return &cliconf.ExitError{Code: cliconf.ExitUsage, Err: fmt.Errorf("rollback %s: the run is still %s; wait for it to end", orig.ID, orig.State)}
 		}
-		params = jobs.RunParams{RollbackOf: orig.ID, PVWAHost: params.PVWAHost, PlannerHost: holder, Rate: cfg.Rate}
+		params = jobs.RunParams{RollbackOf: orig.ID, PVWAHost: params.PVWAHost, PVWAFlags: params.PVWAFlags, PlannerHost: holder, Rate: cfg.Rate}
 		src = planner.RollbackSource(env.js, orig.ID, orig.Params.Member)
-		fmt.Fprintf(stdout, "run %s: rollback of run %s (%s), only where nothing changed since\n", s.runID, orig.ID, runWhat(orig.Params))
+		ev.RollbackOf, ev.What = orig.ID, runWhat(orig.Params)
 	} else {
-		fmt.Fprintf(stdout, "run %s: %s %s on every Safe in scope\n", s.runID, s.mode, runWhat(params))
+		ev.What = runWhat(params)
+	}
+	if params.Policy != nil {
+		ev.Policy, ev.Rules = params.Policy.File, params.Policy.Rules
+	}
+	o := &runOutput{w: stdout, json: cfg.JSON}
+	if cfg.rollbackOf != "" {
+		o.say(ev, "run %s: rollback of run %s (%s), only where nothing changed since\n", s.runID, ev.RollbackOf, ev.What)
+	} else {
+		o.say(ev, "run %s: %s %s on every Safe in scope\n", s.runID, s.mode, ev.What)
 	}
 	p := planner.Plan{Run: s.runID, Mode: s.mode, Policy: s.policy, Filter: s.filter, Logger: log}
+	where := natsArgs(cfg.NATS, cfg.DataDir)
 
 	watching := cfg.Watch.or(s.nats.Embedded()) || cfg.Report != ""
 	var (
@@ -333,12 +355,17 @@ func planRun(ctx context.Context, cfg *runConfig, set map[string]bool, getenv cl
 		stopRecording := recordProgress(watchCtx, env.js, env.streams, s.runID, 2*time.Second)
 		defer stopRecording()
 		// Follow while planning: results flow as soon as the first jobs
-		// are published.
+		// are published. The progress view goes to stderr, except the
+		// JSON lines of --json, which are for stdout.
+		view := stderr
+		if cfg.JSON {
+			view = stdout
+		}
 		watchWG.Add(1)
 		go func() {
 			defer watchWG.Done()
 			out, watchErr = watch.Watch(watchCtx, env.js, s.runID, watch.Options{
-				Out: stderr, Mode: viewMode(cfg.JSON), Logger: log, Runs: env.streams.Runs, OnResult: rep.Write,
+				Out: view, Mode: viewMode(cfg.JSON), Logger: log, Runs: env.streams.Runs, OnResult: rep.Write,
 			})
 		}()
 	}
@@ -352,39 +379,61 @@ func planRun(ctx context.Context, cfg *runConfig, set map[string]bool, getenv cl
 		return err
 	}
 	for _, n := range sum.Unmatched {
-		log.Warn().Str("file", s.includeFile).Str("safe", n).Msg("include list names a Safe the PVWA did not list")
+		log.Warn().Str(logFile, s.includeFile).Str(logSafe, n).Msg("include list names a Safe the PVWA did not list")
 	}
-	fmt.Fprintf(stdout, "run %s: %d %s, %d jobs published, %d skipped (%s)\n",
+	pe := plannedEvent{Type: "planned", Run: rec.ID, Listed: sum.Listed, Published: sum.Planned, Skipped: sum.SkippedTotal(),
+		SkippedBy: map[string]int{}, Unmatched: sum.Unmatched}
+	for r, n := range sum.Skipped {
+		pe.SkippedBy[r.String()] = n
+	}
+	next := nextSteps(rec, where, "")
+	if !watching {
+		pe.Final, pe.Next = true, &next
+	}
+	o.say(pe, "run %s: %d %s, %d jobs published, %d skipped (%s)\n",
 		rec.ID, sum.Listed, map[bool]string{true: "results of the run read", false: "Safes listed"}[cfg.rollbackOf != ""],
 		sum.Planned, sum.SkippedTotal(), skippedText(sum.Skipped))
 	if !watching {
 		if s.nats.Embedded() {
-			fmt.Fprintf(stdout, "run %s: --watch=false with the embedded server: the in-process workers stop now; the jobs wait in %s for the next planner run on it\n", rec.ID, cfg.DataDir)
-			return nil
+			o.human("run %s: --watch=false with the embedded server: the in-process workers stop now; the jobs wait in %s for the next planner run on it\n", rec.ID, cfg.DataDir)
+			return o.err
 		}
-		fmt.Fprintf(stdout, "run %s is being applied by the workers; follow it with: planner watch %s\n", rec.ID, rec.ID)
-		return nil
+		o.human("run %s is being applied by the workers; follow it with:\n  %s\n", rec.ID, next.Watch)
+		return o.err
 	}
 	watchWG.Wait()
 	cancelWatch() // records the final counts
-	if watchErr != nil {
-		if ctx.Err() != nil {
-			return &cliconf.ExitError{Code: cliconf.ExitFailed, Err: fmt.Errorf("interrupted: run %s continues with the workers; resume planning with --run-id %s", rec.ID, rec.ID)}
-		}
-		return watchErr
+	ending := watch.Ending{Unmatched: sum.Unmatched, Next: nextSteps(out.Run, where, "")}
+	if out.Run.ID == "" {
+		ending.Next = next
 	}
-	if _, err := planner.Finish(context.WithoutCancel(ctx), env.streams.Runs, rec.ID); err != nil {
+	if watchErr != nil {
+		code, err := cliconf.ExitFailed, watchErr
+		if ctx.Err() != nil {
+			err = fmt.Errorf("interrupted: run %s continues with the workers; resume planning with --run-id %s", rec.ID, rec.ID)
+		}
+		if cfg.JSON {
+			f := watch.NewFinal(out, ending, err, time.Now())
+			f.ExitCode = code
+			_ = f.Write(stdout)
+		}
+		return &cliconf.ExitError{Code: code, Err: err}
+	}
+	if fin, err := planner.Finish(context.WithoutCancel(ctx), env.streams.Runs, rec.ID); err != nil {
 		log.Warn().Err(err).Msg("marking the run done")
+	} else {
+		out.Run = fin
 	}
 	if err := rep.Commit(); err != nil {
 		return err
 	}
-	watch.Summary(stdout, out)
-	if len(sum.Unmatched) > 0 {
-		fmt.Fprintf(stdout, "include list names %d Safe(s) the PVWA did not list: %s\n", len(sum.Unmatched), strings.Join(sum.Unmatched, ", "))
-	}
-	if cfg.Report != "" {
-		fmt.Fprintf(stdout, "report: %s\n", cfg.Report)
+	ending.Next.ReportFile = cfg.Report
+	if cfg.JSON {
+		if err := watch.NewFinal(out, ending, nil, time.Now()).Write(stdout); err != nil {
+			return err
+		}
+	} else {
+		watch.Summary(stdout, out, ending)
 	}
 	if code := out.ExitCode(); code != cliconf.ExitOK {
 		return &cliconf.ExitError{Code: code}
@@ -392,12 +441,71 @@ func planRun(ctx context.Context, cfg *runConfig, set map[string]bool, getenv cl
 	return nil
 }
 
+// startEvent is the first JSON object of planner run --json.
+type startEvent struct {
+	Type string    `json:"type"`
+	Run  string    `json:"run"`
+	Mode jobs.Mode `json:"mode"`
+	// What says what the run applies: the policy file and its rules, or
+	// the member and flags of --member and --permissions.
+	What string `json:"what"`
+	// Policy is the policy file ("" for --member/--permissions), Rules
+	// the names of its rules.
+	Policy     string   `json:"policy,omitempty"`
+	Rules      []string `json:"rules,omitempty"`
+	RollbackOf string   `json:"rollbackOf,omitempty"`
+}
+
+// plannedEvent is the JSON object of planner run --json once every job is
+// published. Without --watch it is the last one (final, with next).
+type plannedEvent struct {
+	Type      string           `json:"type"`
+	Run       string           `json:"run"`
+	Listed    int              `json:"listed"`
+	Published int              `json:"published"`
+	Skipped   int              `json:"skipped"`
+	SkippedBy map[string]int   `json:"skippedBy"`
+	Unmatched []string         `json:"unmatched,omitempty"`
+	Final     bool             `json:"final"`
+	Next      *watch.NextSteps `json:"next,omitempty"`
+}
+
+// runOutput writes a command's stdout: human lines, or with --json one
+// JSON object per line and nothing else. It keeps the first error.
+type runOutput struct {
+	w    io.Writer
+	json bool
+	err  error
+}
+
+// say writes v as a JSON line, or the formatted human line.
+func (o *runOutput) say(v any, format string, args ...any) {
+	if o.err != nil {
+		return
+	}
+	if o.json {
+		var b []byte
+		if b, o.err = json.Marshal(v); o.err == nil {
+			_, o.err = o.w.Write(append(b, '\n'))
+		}
+		return
+	}
+	_, o.err = fmt.Fprintf(o.w, format, args...)
+}
+
+// human writes a line only people need; --json leaves it out.
+func (o *runOutput) human(format string, args ...any) {
+	if o.err == nil && !o.json {
+		_, o.err = fmt.Fprintf(o.w, format, args...)
+	}
+}
+
 // startWorkers starts n in-process workers sharing client, and one
 // dead-letter mover.
 func startWorkers(ctx context.Context, wg *sync.WaitGroup, env *natsEnv, client *pam.Client, n, concurrency int, holder string, log zerolog.Logger) error {
 	for i := range n {
 		id := fmt.Sprintf("%s/w%d", holder, i+1)
-		w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: concurrency, Logger: log}, client, env.js, env.streams)
+		w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: concurrency, Logger: log.With().Str(logWorker, id).Logger()}, client, env.js, env.streams)
 		if err != nil {
 			return err
 		}
@@ -405,7 +513,7 @@ func startWorkers(ctx context.Context, wg *sync.WaitGroup, env *natsEnv, client 
 		go func() {
 			defer wg.Done()
 			if err := w.Run(ctx); err != nil {
-				log.Error().Err(err).Str("worker", id).Msg("in-process worker stopped")
+				log.Error().Err(err).Str(logWorker, id).Msg("in-process worker stopped")
 			}
 		}()
 	}

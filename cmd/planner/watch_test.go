@@ -18,25 +18,11 @@ import (
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
 )
 
-// buildPlanner compiles this command into a temporary directory.
-func buildPlanner(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "planner")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // TestWatchFromSecondProcess follows a run with `planner watch --json` in
 // another process that shares only NATS with the planner, and checks the
 // final counts against the simulator's state.
 func TestWatchFromSecondProcess(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := buildPlanner(t)
+	bin := binary(t, "planner")
 	srv := sim(t, pamtest.Options{Safes: 1500, Seed: 45, Faults: pamtest.Faults{Latency: 20 * time.Millisecond}})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/safeperm/safeperm/internal/buildinfo"
+	"github.com/safeperm/safeperm/internal/cliconf"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
 )
 
@@ -176,19 +178,22 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	return c, nil
 }
 
+// newLogger builds the logger the way the planner and worker do
+// (cliconf.NewLogger: durations as Go duration strings, times with
+// milliseconds), tagged component=pvwasim.
 func newLogger(c *config, stderr io.Writer) zerolog.Logger {
 	level, _ := zerolog.ParseLevel(c.logLevel)
-	var w io.Writer = stderr
-	if c.logFormat == "console" {
-		w = zerolog.ConsoleWriter{Out: stderr, NoColor: true, TimeFormat: time.RFC3339}
-	}
-	return zerolog.New(w).Level(level).With().Timestamp().Str("component", "pvwasim").Logger()
+	return cliconf.NewLogger(stderr, level, c.logFormat == "console").With().Str("component", "pvwasim").Logger()
 }
 
 // run serves until ctx ends. stopSignals, when not nil, restores the
 // default signal handling once shutdown starts, so that a second signal
 // kills the process.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, stopSignals func()) error {
+	if buildinfo.WantsVersion(args) {
+		_, err := fmt.Fprintln(stdout, buildinfo.Read("pvwasim"))
+		return err
+	}
 	c, err := parse(args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, errUsage) && err != errUsage {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/safeperm/safeperm/internal/buildinfo"
 	"github.com/safeperm/safeperm/internal/cliconf"
 )
 
@@ -50,6 +51,10 @@ func (c *config) validate(probs *cliconf.Problems) {
 }
 
 func run(ctx context.Context, args []string, getenv cliconf.Getenv, stdout, stderr io.Writer) error {
+	if buildinfo.WantsVersion(args) {
+		_, err := fmt.Fprintln(stdout, buildinfo.Read("worker"))
+		return err
+	}
 	var cfg config
 	fs := newFlagSet(&cfg, stderr)
 	if err := fs.Parse(args, getenv); err != nil {

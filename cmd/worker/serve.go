@@ -14,12 +14,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
+	"github.com/safeperm/safeperm/internal/buildinfo"
 	"github.com/safeperm/safeperm/internal/cliconf"
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/metrics"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/throttle"
 	"github.com/safeperm/safeperm/internal/worker"
+)
+
+// Log field names.
+const (
+	logWorker  = "worker"
+	logVersion = "version"
 )
 
 // serve resolves the configuration (every problem reported before anything
@@ -48,7 +55,10 @@ func serve(ctx context.Context, cfg *config, getenv cliconf.Getenv, stderr io.Wr
 	}
 	host, _ := os.Hostname()
 	id := fmt.Sprintf("%s/%d", host, os.Getpid())
-	log = log.With().Str("worker", id).Logger()
+	// Every line of this process names the worker; the packages below add
+	// only their component.
+	log = log.With().Str(logWorker, id).Logger()
+	log.Info().Str(logVersion, buildinfo.Read("worker").Version).Msg("worker starting")
 
 	m := metrics.New(id)
 	pc := pv.PAM()

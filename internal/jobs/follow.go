@@ -25,31 +25,54 @@ var ErrStop = errors.New("stop following")
 // wins, matching what Tally counts. Results that do not decode are skipped.
 // It uses an ordered consumer: nothing to ack, nothing left on the server.
 func Follow(ctx context.Context, js jetstream.JetStream, run string, fn func(Result) error) error {
-	return follow(ctx, js, run, false, fn)
+	return follow(ctx, js, run, false, []string{ResultsFilter(run)}, fn)
 }
 
 // Replay is Follow that stops (returning nil) after the last result stored
 // when it started, for reports on finished or running runs.
 func Replay(ctx context.Context, js jetstream.JetStream, run string, fn func(Result) error) error {
-	return follow(ctx, js, run, true, fn)
+	return follow(ctx, js, run, true, []string{ResultsFilter(run)}, fn)
 }
 
-func follow(ctx context.Context, js jetstream.JetStream, run string, stopAtEnd bool, fn func(Result) error) error {
+// ReplayStatuses is Replay restricted to the results with the given
+// statuses (their subjects, so the others are never read): "planner status"
+// reads only a run's failed and conflict results to group them by cause.
+func ReplayStatuses(ctx context.Context, js jetstream.JetStream, run string, statuses []Status, fn func(Result) error) error {
 	if err := CheckRunID(run); err != nil {
 		return err
 	}
-	filter := ResultsFilter(run)
+	filters := make([]string, 0, len(statuses))
+	for _, st := range statuses {
+		if !st.Valid() {
+			return fmt.Errorf("replay results of %s: unknown status %q", run, st)
+		}
+		filters = append(filters, ResultSubject(run, st))
+	}
+	if len(filters) == 0 {
+		return nil
+	}
+	return follow(ctx, js, run, true, filters, fn)
+}
+
+func follow(ctx context.Context, js jetstream.JetStream, run string, stopAtEnd bool, filters []string, fn func(Result) error) error {
+	if err := CheckRunID(run); err != nil {
+		return err
+	}
 	if stopAtEnd {
-		n, err := countResults(ctx, js, filter)
-		if err != nil {
-			return err
+		var n uint64
+		for _, f := range filters {
+			c, err := countResults(ctx, js, f)
+			if err != nil {
+				return err
+			}
+			n += c
 		}
 		if n == 0 {
 			return nil
 		}
 	}
 	c, err := js.OrderedConsumer(ctx, ResultsStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
+		FilterSubjects: filters,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {

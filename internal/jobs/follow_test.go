@@ -140,6 +140,23 @@ func TestFollowAndReplay(t *testing.T) {
 	if !reflect.DeepEqual(rt.Counts(), want) {
 		t.Errorf("replay counts = %v, want %v", rt.Counts(), want)
 	}
+	// Only the failed and conflict subjects: what planner status reads. The
+	// late failed report of safeName(0), whose first result was applied,
+	// is among them: a filtered read cannot know the other subjects.
+	ft := jobs.NewTally()
+	if err := jobs.ReplayStatuses(ctx, e.js, "r1", []jobs.Status{jobs.StatusFailed, jobs.StatusConflict}, func(r jobs.Result) error {
+		ft.Add(r)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantFailed := map[jobs.Status]int{jobs.StatusFailed: want[jobs.StatusFailed] + 1, jobs.StatusConflict: want[jobs.StatusConflict]}
+	if !reflect.DeepEqual(ft.Counts(), wantFailed) {
+		t.Errorf("failed and conflict replay counts = %v, want %v", ft.Counts(), wantFailed)
+	}
+	if err := jobs.ReplayStatuses(ctx, e.js, "r1", []jobs.Status{"bogus"}, func(jobs.Result) error { return nil }); err == nil {
+		t.Error("ReplayStatuses accepted an unknown status")
+	}
 	// The first result of a Safe wins.
 	var first jobs.Result
 	_ = jobs.Replay(ctx, e.js, "r1", func(r jobs.Result) error {

@@ -348,8 +348,10 @@ type Result struct {
 	ErrorCode string `json:"errorCode,omitempty"`
 	// Error is the human-readable error of a failed or conflict result.
 	Error string `json:"error,omitempty"`
-	// Op is the PVWA operation that failed, e.g. "PUT member" or "list
-	// members", when a PVWA answer failed the Safe.
+	// Op is, for a failed result, the PVWA operation that failed: "GET
+	// member", "PUT member", "POST member", "DELETE member" or "list
+	// members"; empty when no PVWA call failed (MAX_DELIVERIES, RACE,
+	// NOT_APPLIED). With ErrorCode it groups failures by cause.
 	Op string `json:"op,omitempty"`
 	// Reason says why a Safe was skipped.
 	Reason string `json:"reason,omitempty"`

@@ -61,6 +61,11 @@ type RunParams struct {
 	Exclude string `json:"exclude,omitempty"`
 	// PVWAHost is the PVWA host name (no credentials, no path).
 	PVWAHost string `json:"pvwaHost,omitempty"`
+	// PVWAFlags are the planner's PVWA flags ("--pvwa-url", "https://…",
+	// "--auth", "ldap", "--user", "svc_safeperm", …), never a secret (no
+	// secret is ever a flag), so the commands that follow a run can print
+	// the exact "planner rollback" of it from any machine.
+	PVWAFlags []string `json:"pvwaFlags,omitempty"`
 	// PlannerHost identifies the planner process (host name and pid).
 	PlannerHost string `json:"plannerHost,omitempty"`
 	// Rate is the global PVWA request rate limit in requests per second;

@@ -45,7 +45,6 @@ const (
 const (
 	logComponent = "component"
 	logBudget    = "budget"
-	logWorker    = "worker"
 	logShare     = "share"
 	logMembers   = "members"
 	logTotal     = "total"
@@ -88,7 +87,8 @@ type BudgetOptions struct {
 	// as it is.
 	Replicas int
 	// Logger receives membership changes and heartbeat failures; the zero
-	// value logs nothing.
+	// value logs nothing. It should name the worker already: the budget
+	// adds only "component" and "budget".
 	Logger zerolog.Logger
 }
 
@@ -211,8 +211,9 @@ func JoinBudget(ctx context.Context, js jetstream.JetStream, o BudgetOptions) (*
 		prefix:  o.Name + ".",
 		ttl:     keyTTL(o.Heartbeat),
 		members: map[string]member{},
-		log: o.Logger.With().Str(logComponent, "budget").Str(logBudget, o.Name).
-			Str(logWorker, o.WorkerID).Logger(),
+		// The caller's logger names the worker already (cmd/worker adds
+		// "worker"); adding it again would repeat the key in every line.
+		log:       o.Logger.With().Str(logComponent, "budget").Str(logBudget, o.Name).Logger(),
 		p:         newPacer(time.Now),
 		ack:       make(chan struct{}, 1),
 		stopHB:    make(chan struct{}),

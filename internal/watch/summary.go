@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,16 +21,40 @@ import (
 	"github.com/safeperm/safeperm/internal/jobs"
 )
 
-// SummaryMaxListed is how many failures and drift Safes Summary lists
-// before "... and N more".
+// SummaryMaxListed is how many drift Safes Summary lists before "... and
+// N more".
 const SummaryMaxListed = 25
 
+// NextSteps is what the end of a run points to: the report written and the
+// exact commands to follow, report on or undo this run. Empty fields are
+// left out. JSON field names are stable.
+type NextSteps struct {
+	// ReportFile is the per-Safe report the command wrote (--report).
+	ReportFile string `json:"reportFile,omitempty"`
+	// Report rebuilds the per-Safe report from NATS.
+	Report string `json:"report,omitempty"`
+	// Watch follows the run (or shows its end again).
+	Watch string `json:"watch,omitempty"`
+	// Rollback undoes what the run changed (apply runs only).
+	Rollback string `json:"rollback,omitempty"`
+}
+
+// Ending is what a command adds to the end of a run's summary.
+type Ending struct {
+	// Unmatched are include-list names the PVWA did not list.
+	Unmatched []string
+	// Next is where to go from here.
+	Next NextSteps
+}
+
 // Summary writes the end-of-run summary: the totals, the counts by status,
-// the failed and conflict Safes and, for a check run, the Safes with
-// drift (each list capped at SummaryMaxListed, then "... and N more").
-// Safe names are quoted and messages cleaned of control characters, so
-// the summary is safe to print on a terminal.
-func Summary(w io.Writer, o Outcome) {
+// the failed and conflict Safes grouped by cause (error code, HTTP status
+// and PVWA call) with a count, a few example names and what to do, for a
+// check run the Safes with drift (capped at SummaryMaxListed, then "...
+// and N more"), then the Ending. Safe names are quoted and messages
+// cleaned of control characters, so the summary is safe to print on a
+// terminal.
+func Summary(w io.Writer, o Outcome, e Ending) {
 	tw := &errWriter{w: w}
 	want, provisional := total(o.Run, o.Done)
 	mode := o.Run.Mode
@@ -67,13 +92,13 @@ func Summary(w io.Writer, o Outcome) {
 		}
 	}
 	if n := o.Failed(); n > 0 {
-		tw.printf("failed or conflict (%d):\n", n)
-		listed := min(len(o.Failures), SummaryMaxListed)
-		for _, r := range o.Failures[:listed] {
-			tw.printf("  %s\n", failureText(r))
+		writeCauses(tw, fmt.Sprintf("failed or conflict: %d %s, by cause:", n, safes(n)), o.Causes, "  ")
+		where := e.Next.ReportFile
+		if where == "" {
+			where = e.Next.Report
 		}
-		if more := n - listed; more > 0 {
-			tw.printf("  ... and %d more (see the report)\n", more)
+		if where != "" {
+			tw.printf("  every Safe with its error: %s\n", where)
 		}
 	}
 	if n := o.Counts[jobs.StatusDrift]; n > 0 && o.Run.Mode == jobs.ModeCheck {
@@ -86,6 +111,129 @@ func Summary(w io.Writer, o Outcome) {
 			tw.printf("  ... and %d more (see the report)\n", more)
 		}
 	}
+	if len(e.Unmatched) > 0 {
+		names := make([]string, len(e.Unmatched))
+		for i, n := range e.Unmatched {
+			names[i] = quoteName(n)
+		}
+		tw.printf("include list names %d Safe(s) the PVWA did not list: %s\n", len(e.Unmatched), strings.Join(names, ", "))
+	}
+	writeNext(tw, e.Next)
+}
+
+// writeCauses writes a heading and one headline and advice per group.
+func writeCauses(tw *errWriter, heading string, groups []FailureGroup, indent string) {
+	tw.printf("%s\n", heading)
+	for _, g := range groups {
+		tw.printf("%s%s:\n%s  %s\n", indent, g.headline(), indent, g.Advice)
+	}
+}
+
+// writeNext writes the "next:" block.
+func writeNext(tw *errWriter, n NextSteps) {
+	if n == (NextSteps{}) {
+		return
+	}
+	tw.printf("next:\n")
+	if n.ReportFile != "" {
+		tw.printf("  report:    %s\n", n.ReportFile)
+		if n.Report != "" {
+			tw.printf("             (again from NATS: %s)\n", n.Report)
+		}
+	} else if n.Report != "" {
+		tw.printf("  report:    %s\n", n.Report)
+	}
+	if n.Rollback != "" {
+		tw.printf("  rollback:  %s\n", n.Rollback)
+	}
+	if n.Watch != "" {
+		tw.printf("  watch:     %s\n", n.Watch)
+	}
+}
+
+func safes(n int) string {
+	if n == 1 {
+		return "Safe"
+	}
+	return "Safes"
+}
+
+// Final is the last JSON object of "planner run --json" and "planner watch
+// --json": the progress fields of the last line, the failures grouped by
+// cause, the drift examples of a check run and where to go next. Field
+// names are stable (see the package documentation).
+type Final struct {
+	Type         string              `json:"type"`
+	Run          string              `json:"run"`
+	Mode         jobs.Mode           `json:"mode"`
+	State        jobs.RunState       `json:"state"`
+	Planned      int                 `json:"planned"`
+	Done         int                 `json:"done"`
+	Expected     int                 `json:"expected"`
+	Total        int                 `json:"total"`
+	PlanningDone bool                `json:"planningDone"`
+	Counts       map[jobs.Status]int `json:"counts"`
+	Failed       int                 `json:"failed"`
+	TookSeconds  float64             `json:"tookSeconds"`
+	Time         time.Time           `json:"time"`
+	Final        bool                `json:"final"`
+	Complete     bool                `json:"complete"`
+	Failures     []FailureGroup      `json:"failures"`
+	// Rules counts, per rule of the run's policy, its members by status.
+	Rules     map[string]map[jobs.Status]int `json:"rules,omitempty"`
+	Drift     []string                       `json:"drift,omitempty"`
+	Unmatched []string                       `json:"unmatched,omitempty"`
+	Next      NextSteps                      `json:"next"`
+	ExitCode  int                            `json:"exitCode"`
+	Error     string                         `json:"error,omitempty"`
+}
+
+// TypeProgress and TypeSummary are the "type" of the JSON view's lines.
+const (
+	TypeProgress = "progress"
+	TypeSummary  = "summary"
+)
+
+// NewFinal builds the Final object of a run from what Watch returned (err
+// may be nil). ExitCode is o.ExitCode(), or ExitFailed when err is set;
+// callers with a better code overwrite it.
+func NewFinal(o Outcome, e Ending, err error, now time.Time) Final {
+	tot, _ := total(o.Run, o.Done)
+	f := Final{
+		Type: TypeSummary, Run: o.Run.ID, Mode: o.Run.Mode, State: o.Run.State, Planned: o.Run.Planned,
+		Done: o.Done, Expected: o.Run.Expected(), Total: tot, PlanningDone: o.Run.PlanningDone,
+		Counts: make(map[jobs.Status]int), Failed: o.Failed(), TookSeconds: math.Round(o.Took.Seconds()*10) / 10,
+		Time: now.UTC(), Final: true, Complete: o.Complete, Failures: o.Causes, Unmatched: e.Unmatched,
+		Next: e.Next, ExitCode: o.ExitCode(), Rules: o.Rules,
+	}
+	for _, st := range jobs.AllStatuses() {
+		f.Counts[st] = o.Counts[st]
+	}
+	if f.Failures == nil {
+		f.Failures = []FailureGroup{}
+	}
+	if o.Run.Mode == jobs.ModeCheck {
+		for _, r := range o.Drift[:min(len(o.Drift), SummaryMaxListed)] {
+			f.Drift = append(f.Drift, r.Safe.Name)
+		}
+	}
+	if err != nil {
+		f.Error = err.Error()
+		f.ExitCode = ExitFailed
+	}
+	return f
+}
+
+// Write writes f as one JSON line.
+func (f Final) Write(w io.Writer) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("write summary: %w", err)
+	}
+	if _, err := w.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("write summary: %w", err)
+	}
+	return nil
 }
 
 // DriftText says what a check run would change on one Safe, member by
@@ -135,6 +283,9 @@ func (e *errWriter) printf(format string, args ...any) {
 // CountFunc returns the counts by status of one run's results.
 type CountFunc func(runID string) (map[jobs.Status]int, error)
 
+// FailureFunc returns one run's failed and conflict Safes grouped by cause.
+type FailureFunc func(runID string) ([]FailureGroup, error)
+
 // RunStatus is one run as Status and StatusJSON show it. JSON field names
 // are stable.
 type RunStatus struct {
@@ -153,13 +304,20 @@ type RunStatus struct {
 	Failed      int                 `json:"failed"`
 	Counts      map[jobs.Status]int `json:"counts"`
 	CountsError string              `json:"countsError,omitempty"`
-	Error       string              `json:"error,omitempty"`
+	// Failures groups the failed and conflict Safes by cause (from the
+	// FailureFunc, for runs with failures); FailuresError says why it is
+	// missing when reading them failed.
+	Failures      []FailureGroup `json:"failures,omitempty"`
+	FailuresError string         `json:"failuresError,omitempty"`
+	Error         string         `json:"error,omitempty"`
 }
 
 // Statuses returns one RunStatus per run, newest first (by Started, then
-// id). count may be nil, leaving the counts out. It returns every count
-// error joined, after filling in the rest.
-func Statuses(runs []jobs.Run, count CountFunc) ([]RunStatus, error) {
+// id). count and failures may be nil, leaving the counts or the causes
+// out; failures is asked only about runs with failed or conflict Safes (or
+// whose counting failed). It returns every error joined, after filling in
+// the rest.
+func Statuses(runs []jobs.Run, count CountFunc, failures FailureFunc) ([]RunStatus, error) {
 	sorted := slices.Clone(runs)
 	slices.SortFunc(sorted, newestFirst)
 	out := make([]RunStatus, 0, len(sorted))
@@ -179,6 +337,14 @@ func Statuses(runs []jobs.Run, count CountFunc) ([]RunStatus, error) {
 			}
 			s.Failed = counts[jobs.StatusFailed] + counts[jobs.StatusConflict]
 		}
+		if failures != nil && (s.Failed > 0 || s.Counts == nil) {
+			if groups, err := failures(r.ID); err != nil {
+				s.FailuresError = err.Error()
+				errs = append(errs, fmt.Errorf("read the failures of run %s: %w", r.ID, err))
+			} else {
+				s.Failures = groups
+			}
+		}
 		out = append(out, s)
 	}
 	return out, errors.Join(errs...)
@@ -187,10 +353,12 @@ func Statuses(runs []jobs.Run, count CountFunc) ([]RunStatus, error) {
 // Status writes one aligned line per run, newest first, for "planner
 // status": RUN, MODE, STATE, STARTED (UTC), PLANNED ("+": planning not
 // done), DONE, FAILED (failed + conflict; "?" when counting failed) and the
-// run's error. Pass the recent runs only; count may be nil. It returns
-// count errors joined (the table is complete regardless) or a write error.
-func Status(w io.Writer, runs []jobs.Run, count CountFunc) error {
-	sts, countErr := Statuses(runs, count)
+// run's error; then, for each run with failures, their causes with what to
+// do. Pass the recent runs only; count and failures may be nil. It returns
+// count and failure errors joined (the output is complete regardless) or a
+// write error.
+func Status(w io.Writer, runs []jobs.Run, count CountFunc, failures FailureFunc) error {
+	sts, countErr := Statuses(runs, count, failures)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	ew := &errWriter{w: tw}
 	ew.printf("RUN\tMODE\tSTATE\tSTARTED\tPLANNED\tDONE\tFAILED\tERROR\n")
@@ -212,22 +380,53 @@ func Status(w io.Writer, runs []jobs.Run, count CountFunc) error {
 	if ew.err == nil {
 		ew.err = tw.Flush()
 	}
-	if ew.err != nil {
-		return fmt.Errorf("write status: %w", ew.err)
+	plain := &errWriter{w: w, err: ew.err}
+	for _, s := range sts {
+		if len(s.Failures) == 0 {
+			continue
+		}
+		n := 0
+		for _, g := range s.Failures {
+			n += g.Count
+		}
+		plain.printf("\n")
+		writeCauses(plain, fmt.Sprintf("run %s: %d failed or conflict %s, by cause:", s.ID, n, safes(n)), s.Failures, "  ")
+	}
+	if plain.err != nil {
+		return fmt.Errorf("write status: %w", plain.err)
 	}
 	return countErr
 }
 
-// StatusJSON writes the Statuses as one JSON array (newest first). Errors
-// as for Status; a run whose counting failed carries countsError.
-func StatusJSON(w io.Writer, runs []jobs.Run, count CountFunc) error {
-	sts, countErr := Statuses(runs, count)
+// StatusJSON writes the Statuses as JSON Lines, one object per run,
+// newest first. Errors as for Status; a run whose counting failed carries
+// countsError, one whose failures could not be read failuresError.
+func StatusJSON(w io.Writer, runs []jobs.Run, count CountFunc, failures FailureFunc) error {
+	sts, countErr := Statuses(runs, count, failures)
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(sts); err != nil {
-		return fmt.Errorf("write status: %w", err)
+	for _, s := range sts {
+		if err := enc.Encode(s); err != nil {
+			return fmt.Errorf("write status: %w", err)
+		}
 	}
 	return countErr
+}
+
+// StreamFailures returns a FailureFunc that reads a run's failed and
+// conflict results from their own subjects (jobs.ReplayStatuses): the cost
+// is the run's failures, not its size. ctx bounds every read.
+func StreamFailures(ctx context.Context, js jetstream.JetStream) FailureFunc {
+	return func(runID string) ([]FailureGroup, error) {
+		c := NewCauses()
+		err := jobs.ReplayStatuses(ctx, js, runID, []jobs.Status{jobs.StatusFailed, jobs.StatusConflict}, func(r jobs.Result) error {
+			c.Add(r)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return c.Groups(), nil
+	}
 }
 
 // StreamCounts returns a CountFunc that counts a run's results from the

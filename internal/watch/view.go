@@ -22,7 +22,8 @@ type view interface {
 	progress(s snapshot)
 	// line is called every Interval.
 	line(s snapshot)
-	// failure is called for each failed or conflict result as it arrives.
+	// failure is called for the first failed or conflict result of each
+	// cause as it arrives.
 	failure(r jobs.Result)
 	// close shows the end and releases the view.
 	close(s snapshot, o Outcome, err error)
@@ -79,7 +80,8 @@ func (v *plainView) close(s snapshot, o Outcome, err error) {
 	v.println(fmt.Sprintf("run %s: stopped at %s: %s | %s", v.runID, fraction(s), cleanText(err.Error()), countsText(s.counts)))
 }
 
-// jsonView writes one JSON object per Interval and a final one.
+// jsonView writes one JSON object per Interval. The last object of a run
+// is the command's (Final), which knows the report and the next steps.
 type jsonView struct {
 	mu    sync.Mutex
 	out   io.Writer
@@ -88,6 +90,7 @@ type jsonView struct {
 
 // jsonLine is one object of the JSON view (see the package documentation).
 type jsonLine struct {
+	Type         string              `json:"type"`
 	Run          string              `json:"run"`
 	Mode         jobs.Mode           `json:"mode"`
 	State        jobs.RunState       `json:"state"`
@@ -100,17 +103,18 @@ type jsonLine struct {
 	Rate         float64             `json:"rate"`
 	ETASeconds   *float64            `json:"etaSeconds"`
 	Time         time.Time           `json:"time"`
-	Final        bool                `json:"final"`
-	Complete     bool                `json:"complete"`
-	Error        string              `json:"error,omitempty"`
+	// Final and Complete are always false here (the Final object has
+	// them true), kept so every line has the same fields.
+	Final    bool `json:"final"`
+	Complete bool `json:"complete"`
 }
 
-func (v *jsonView) write(s snapshot, final, complete bool, err error) {
+func (v *jsonView) write(s snapshot) {
 	l := jsonLine{
-		Run: v.runID, Mode: s.run.Mode, State: s.run.State, Planned: s.run.Planned, Done: s.done,
+		Type: TypeProgress, Run: v.runID, Mode: s.run.Mode, State: s.run.State, Planned: s.run.Planned, Done: s.done,
 		Expected: s.run.Expected(), Total: s.total, PlanningDone: s.run.PlanningDone,
 		Counts: make(map[jobs.Status]int), Rate: math.Round(s.rate*10) / 10,
-		Time: s.time.UTC(), Final: final, Complete: complete,
+		Time: s.time.UTC(),
 	}
 	for _, st := range jobs.AllStatuses() {
 		l.Counts[st] = s.counts[st]
@@ -118,9 +122,6 @@ func (v *jsonView) write(s snapshot, final, complete bool, err error) {
 	if s.etaKnown {
 		eta := s.eta.Seconds()
 		l.ETASeconds = &eta
-	}
-	if err != nil {
-		l.Error = err.Error()
 	}
 	b, mErr := json.Marshal(l)
 	if mErr != nil {
@@ -131,12 +132,10 @@ func (v *jsonView) write(s snapshot, final, complete bool, err error) {
 	_, _ = v.out.Write(append(b, '\n'))
 }
 
-func (v *jsonView) progress(snapshot)   {}
-func (v *jsonView) line(s snapshot)     { v.write(s, false, false, nil) }
-func (v *jsonView) failure(jobs.Result) {}
-func (v *jsonView) close(s snapshot, o Outcome, err error) {
-	v.write(s, true, o.Complete, err)
-}
+func (v *jsonView) progress(snapshot)              {}
+func (v *jsonView) line(s snapshot)                { v.write(s) }
+func (v *jsonView) failure(jobs.Result)            {}
+func (v *jsonView) close(snapshot, Outcome, error) {}
 
 // fraction is "1234/5000 (24.7%)", or "1234/5000+ (24.7%, planning)"
 // while the total is provisional.

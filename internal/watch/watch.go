@@ -153,6 +153,9 @@ type Outcome struct {
 	// Failures are the failed and conflict results, in arrival order, at
 	// most Options.MaxListed (Counts has the totals).
 	Failures []jobs.Result
+	// Causes groups every failed and conflict result (not only the listed
+	// ones) by cause, the largest group first.
+	Causes []FailureGroup
 	// Drift are the drift results, capped like Failures.
 	Drift []jobs.Result
 	// Rules counts, for each rule, the members it concerned by their
@@ -212,7 +215,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, runID string, opt Option
 
 	w := &watcher{
 		runID: runID, opt: opt, log: log, run: run, started: time.Now(),
-		tally: jobs.NewTally(), meter: newRateMeter(rateWindow),
+		tally: jobs.NewTally(), meter: newRateMeter(rateWindow), causes: NewCauses(),
 		progressed: make(chan struct{}, 1), rules: map[string]map[jobs.Status]int{},
 	}
 	w.view = newView(opt, runID)
@@ -273,6 +276,7 @@ type watcher struct {
 	meter    *rateMeter
 	lastTime time.Time // latest result time
 	failures []jobs.Result
+	causes   *Causes
 	drift    []jobs.Result
 	rules    map[string]map[jobs.Status]int
 }
@@ -288,7 +292,7 @@ func (w *watcher) add(r jobs.Result) error {
 	if r.Time.After(w.lastTime) {
 		w.lastTime = r.Time
 	}
-	failure := r.Status == jobs.StatusFailed || r.Status == jobs.StatusConflict
+	failure, firstOfCause := w.causes.add(r)
 	switch {
 	case failure && len(w.failures) < w.opt.MaxListed:
 		w.failures = append(w.failures, r)
@@ -300,7 +304,9 @@ func (w *watcher) add(r jobs.Result) error {
 	if w.opt.OnResult != nil {
 		w.opt.OnResult(r)
 	}
-	if failure {
+	if firstOfCause {
+		// One line per cause as it first appears; the summary counts
+		// them all and says what to do.
 		w.view.failure(r)
 	}
 	select {
@@ -393,6 +399,7 @@ func (w *watcher) outcome(complete bool) Outcome {
 		Done:     w.tally.Done(),
 		Complete: complete,
 		Failures: append([]jobs.Result(nil), w.failures...),
+		Causes:   w.causes.Groups(),
 		Drift:    append([]jobs.Result(nil), w.drift...),
 		Rules:    make(map[string]map[jobs.Status]int, len(w.rules)),
 	}

@@ -2,6 +2,7 @@ package watch_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -228,30 +229,48 @@ func TestWatchJSONOutput(t *testing.T) {
 		}
 		lines = append(lines, m)
 	}
-	if len(lines) < 2 {
-		t.Fatalf("want progress lines and a final one, got %d lines", len(lines))
+	if len(lines) < 1 {
+		t.Fatalf("want progress lines, got %d lines", len(lines))
 	}
-	fields := []string{"run", "mode", "state", "planned", "done", "expected", "total", "planningDone", "counts", "rate", "etaSeconds", "time", "final", "complete"}
+	// The view writes progress lines only; the command ends with Final.
+	fields := []string{"type", "run", "mode", "state", "planned", "done", "expected", "total", "planningDone", "counts", "rate", "etaSeconds", "time", "final", "complete"}
 	for i, l := range lines {
 		for _, f := range fields {
 			if _, ok := l[f]; !ok {
 				t.Errorf("line %d lacks %q: %v", i, f, l)
 			}
 		}
-		if final := l["final"].(bool); final != (i == len(lines)-1) {
-			t.Errorf("line %d: final = %v", i, final)
+		if l["type"] != watch.TypeProgress || l["final"] != false {
+			t.Errorf("line %d: type %v final %v, want a progress line", i, l["type"], l["final"])
 		}
 		if counts := l["counts"].(map[string]any); len(counts) != 6 {
 			t.Errorf("line %d: counts %v, want all six statuses", i, counts)
 		}
 	}
-	last := lines[len(lines)-1]
+
+	var fb bytes.Buffer
+	next := watch.NextSteps{Report: "planner report json", Watch: "planner watch json"}
+	if err := watch.NewFinal(out, watch.Ending{Next: next}, nil, time.Now()).Write(&fb); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(fb.String(), "\n") != 1 {
+		t.Errorf("Final is not one line: %q", fb.String())
+	}
+	var last map[string]any
+	if err := json.Unmarshal(fb.Bytes(), &last); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fields {
+		if _, ok := last[f]; !ok && f != "rate" && f != "etaSeconds" {
+			t.Errorf("Final lacks %q: %v", f, last)
+		}
+	}
 	tests := []struct {
 		field string
 		want  any
 	}{
-		{"run", id}, {"mode", "check"}, {"done", 4.0}, {"expected", 4.0}, {"total", 4.0},
-		{"planningDone", true}, {"complete", true}, {"etaSeconds", 0.0},
+		{"type", watch.TypeSummary}, {"run", id}, {"mode", "check"}, {"done", 4.0}, {"expected", 4.0}, {"total", 4.0},
+		{"planningDone", true}, {"complete", true}, {"final", true}, {"exitCode", 3.0}, {"failed", 0.0},
 	}
 	for _, tt := range tests {
 		if got := last[tt.field]; got != tt.want {
@@ -260,6 +279,9 @@ func TestWatchJSONOutput(t *testing.T) {
 	}
 	if got := last["counts"].(map[string]any)["drift"]; got != 1.0 {
 		t.Errorf("final counts.drift = %v, want 1", got)
+	}
+	if got := fmt.Sprint(last["drift"], last["failures"], last["next"]); got != "[b] [] map[report:planner report json watch:planner watch json]" {
+		t.Errorf("final drift, failures, next = %s", got)
 	}
 }
 

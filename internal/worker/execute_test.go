@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -235,16 +236,17 @@ func TestExecutePermanentFailures(t *testing.T) {
 		name     string
 		job      jobs.Job
 		wantCode string
+		wantOp   string
 		calls    int64
 	}{
-		{"read-only caller gets 403", jobFor(ro, jobs.ModeApply), "CAWS00001E", 2},
-		{"deleted Safe", jobFor(gone, jobs.ModeApply), "SFWS0007", 1},
+		{"read-only caller gets 403", jobFor(ro, jobs.ModeApply), "CAWS00001E", "PUT member", 2},
+		{"deleted Safe", jobFor(gone, jobs.ModeApply), "SFWS0007", "GET member", 1},
 		{"unknown principal", func() jobs.Job {
 			j := jobFor(unknown, jobs.ModeApply)
 			j.Rules = []policy.Directive{psmRule}
 			j.Rules[0].Member.Name = "NoSuchGroup"
 			return j
-		}(), "CAWS00001E", 2},
+		}(), "CAWS00001E", "POST member", 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -253,8 +255,8 @@ func TestExecutePermanentFailures(t *testing.T) {
 			if err != nil {
 				t.Fatalf("permanent failure returned as retryable error: %v", err)
 			}
-			if res.Status != jobs.StatusFailed || res.ErrorCode != tc.wantCode {
-				t.Fatalf("got %s %q (%s), want failed %s", res.Status, res.ErrorCode, res.Error, tc.wantCode)
+			if res.Status != jobs.StatusFailed || res.ErrorCode != tc.wantCode || res.Op != tc.wantOp {
+				t.Fatalf("got %s %q on %q (%s), want failed %s on %q", res.Status, res.ErrorCode, res.Op, res.Error, tc.wantCode, tc.wantOp)
 			}
 			if mr := m0(t, res); mr.Status != jobs.StatusFailed || mr.ErrorCode != tc.wantCode {
 				t.Errorf("member entry %+v, want failed %s", mr, tc.wantCode)
@@ -419,5 +421,23 @@ func TestExecuteRollback(t *testing.T) {
 	sameMembers(t, hand.Members, now.Members)
 	if w := srv.Stats().MemberWrites.Total; w != 0 {
 		t.Errorf("conflict wrote %d times", w)
+	}
+}
+
+func TestOpOf(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{&pam.APIError{Method: "GET", Path: "/PasswordVault/API/Safes/Finance/Members/PSMAppUsers/"}, "GET member"},
+		{&pam.APIError{Method: "GET", Path: "/PasswordVault/API/Safes/Finance/Members/"}, "list members"},
+		{fmt.Errorf("wrapped: %w", &pam.APIError{Method: "PUT", Path: "/x/Members/PSMAppUsers"}), "PUT member"},
+		{errRace, ""},
+	}
+	for _, tt := range tests {
+		if got := opOf(tt.err); got != tt.want {
+			t.Errorf("opOf(%v) = %q, want %q", tt.err, got, tt.want)
+		}
 	}
 }

@@ -49,7 +49,10 @@ type Config struct {
 	MaxDeliver int
 	// Retry is the retry policy (default DefaultRetryPolicy).
 	Retry RetryPolicy
-	// Logger receives the worker's logs (default: none).
+	// Logger receives the worker's logs (default: none). Give it the
+	// worker's identity (cmd/worker adds "worker" to its process logger,
+	// the planner to each in-process worker's); the worker adds only
+	// "component", so no key appears twice in a line.
 	Logger zerolog.Logger
 	// Observer is told about every job's outcome (optional; metrics).
 	Observer Observer
@@ -117,7 +120,7 @@ func New(ctx context.Context, cfg Config, pvwa PVWA, js jetstream.JetStream, str
 		exec:    &Executor{PVWA: pvwa, Retry: cfg.Retry, Intents: intentsOf(streams)},
 		streams: streams,
 		js:      js,
-		log:     cfg.Logger.With().Str(logComponent, "worker").Str("worker", cfg.ID).Logger(),
+		log:     cfg.Logger.With().Str(logComponent, "worker").Logger(),
 	}, nil
 }
 
