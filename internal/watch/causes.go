@@ -22,7 +22,7 @@ const (
 	CodeRace           = "RACE"
 	CodeTimeout        = "TIMEOUT"
 	CodeTransient      = "TRANSIENT"
-	CodePolicyConflict = "POLICY_CONFLICT"
+	CodePolicyConflict = jobs.ErrorCodePolicyConflict
 	// CodeNone stands for a failed or conflict result without an error
 	// code (a rollback conflict).
 	CodeNone = "-"

@@ -284,7 +284,7 @@ func (e *Executor) settle(ctx context.Context, job jobs.Job, plans []memberPlan,
 			}
 		case mp.rolling && !cur.Equal(mp.expect):
 			mr.Status = jobs.StatusConflict
-			mr.ErrorCode, mr.Reason = "CHANGED", "member changed since the run; left alone"
+			mr.Reason = "member changed since the run; left alone"
 		case mp.cur != nil && mp.cur.IsPredefined:
 			mr.Status = jobs.StatusSkipped
 			mr.Reason = "predefined user (isPredefinedUser): never written"
