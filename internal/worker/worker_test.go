@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,6 +160,9 @@ func TestWorkerPoisonMessage(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Each dead letter says why; a job of another schema version (an
+	// older planner's) says which version this build reads.
+	reasons := map[string]string{}
 	for seq := uint64(1); seq <= 3; seq++ {
 		m, err := env.streams.DLQ.GetMsg(context.Background(), seq)
 		if err != nil {
@@ -167,6 +171,15 @@ func TestWorkerPoisonMessage(t *testing.T) {
 		info := jobs.ParseDeadLetterHeader(m.Header)
 		if info.Reason == "" || info.Deliveries != 1 {
 			t.Errorf("dead letter %d: %+v, want a reason and 1 delivery", seq, info)
+		}
+		reasons[string(m.Data)] = info.Reason
+	}
+	for body, want := range map[string]string{
+		`{"v":9,"run":"run-p"}`: "unsupported version 9 (this build reads 2)",
+		`{"v":1,"run":"run-p","mode":"apply","safe":{"urlId":"x","name":"x"},"member":{"name":"m","type":"Group"},"permissions":[]}`: "unsupported version 1 (this build reads 2)",
+	} {
+		if !strings.Contains(reasons[body], want) {
+			t.Errorf("dead letter of %s: reason %q, want it to say %q", body, reasons[body], want)
 		}
 	}
 	ji, _ := env.streams.Jobs.Info(context.Background())
