@@ -163,22 +163,13 @@ func safes(n int) string {
 // cause, the drift examples of a check run and where to go next. Field
 // names are stable (see the package documentation).
 type Final struct {
-	Type         string              `json:"type"`
-	Run          string              `json:"run"`
-	Mode         jobs.Mode           `json:"mode"`
-	State        jobs.RunState       `json:"state"`
-	Planned      int                 `json:"planned"`
-	Done         int                 `json:"done"`
-	Expected     int                 `json:"expected"`
-	Total        int                 `json:"total"`
-	PlanningDone bool                `json:"planningDone"`
-	Counts       map[jobs.Status]int `json:"counts"`
-	Failed       int                 `json:"failed"`
-	TookSeconds  float64             `json:"tookSeconds"`
-	Time         time.Time           `json:"time"`
-	Final        bool                `json:"final"`
-	Complete     bool                `json:"complete"`
-	Failures     []FailureGroup      `json:"failures"`
+	RunCounts
+	Failed      int            `json:"failed"`
+	TookSeconds float64        `json:"tookSeconds"`
+	Time        time.Time      `json:"time"`
+	Final       bool           `json:"final"`
+	Complete    bool           `json:"complete"`
+	Failures    []FailureGroup `json:"failures"`
 	// Rules counts, per rule of the run's policy, its members by status.
 	Rules     map[string]map[jobs.Status]int `json:"rules,omitempty"`
 	Drift     []string                       `json:"drift,omitempty"`
@@ -200,14 +191,10 @@ const (
 func NewFinal(o Outcome, e Ending, err error, now time.Time) Final {
 	tot, _ := total(o.Run, o.Done)
 	f := Final{
-		Type: TypeSummary, Run: o.Run.ID, Mode: o.Run.Mode, State: o.Run.State, Planned: o.Run.Planned,
-		Done: o.Done, Expected: o.Run.Expected(), Total: tot, PlanningDone: o.Run.PlanningDone,
-		Counts: make(map[jobs.Status]int), Failed: o.Failed(), TookSeconds: math.Round(o.Took.Seconds()*10) / 10,
+		RunCounts: runCounts(TypeSummary, o.Run.ID, o.Run, o.Done, tot, o.Counts),
+		Failed:    o.Failed(), TookSeconds: math.Round(o.Took.Seconds()*10) / 10,
 		Time: now.UTC(), Final: true, Complete: o.Complete, Failures: o.Causes, Unmatched: e.Unmatched,
 		Next: e.Next, ExitCode: o.ExitCode(), Rules: o.Rules,
-	}
-	for _, st := range jobs.AllStatuses() {
-		f.Counts[st] = o.Counts[st]
 	}
 	if f.Failures == nil {
 		f.Failures = []FailureGroup{}

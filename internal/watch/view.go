@@ -88,8 +88,9 @@ type jsonView struct {
 	runID string
 }
 
-// jsonLine is one object of the JSON view (see the package documentation).
-type jsonLine struct {
+// RunCounts are the fields every JSON object about a run's progress
+// starts with: the progress lines and the Final summary.
+type RunCounts struct {
 	Type         string              `json:"type"`
 	Run          string              `json:"run"`
 	Mode         jobs.Mode           `json:"mode"`
@@ -100,9 +101,24 @@ type jsonLine struct {
 	Total        int                 `json:"total"`
 	PlanningDone bool                `json:"planningDone"`
 	Counts       map[jobs.Status]int `json:"counts"`
-	Rate         float64             `json:"rate"`
-	ETASeconds   *float64            `json:"etaSeconds"`
-	Time         time.Time           `json:"time"`
+}
+
+// runCounts fills a RunCounts; every status is present in Counts.
+func runCounts(typ, id string, run jobs.Run, done, total int, counts map[jobs.Status]int) RunCounts {
+	c := RunCounts{Type: typ, Run: id, Mode: run.Mode, State: run.State, Planned: run.Planned, Done: done,
+		Expected: run.Expected(), Total: total, PlanningDone: run.PlanningDone, Counts: make(map[jobs.Status]int)}
+	for _, st := range jobs.AllStatuses() {
+		c.Counts[st] = counts[st]
+	}
+	return c
+}
+
+// jsonLine is one object of the JSON view (see the package documentation).
+type jsonLine struct {
+	RunCounts
+	Rate       float64   `json:"rate"`
+	ETASeconds *float64  `json:"etaSeconds"`
+	Time       time.Time `json:"time"`
 	// Final and Complete are always false here (the Final object has
 	// them true), kept so every line has the same fields.
 	Final    bool `json:"final"`
@@ -111,13 +127,8 @@ type jsonLine struct {
 
 func (v *jsonView) write(s snapshot) {
 	l := jsonLine{
-		Type: TypeProgress, Run: v.runID, Mode: s.run.Mode, State: s.run.State, Planned: s.run.Planned, Done: s.done,
-		Expected: s.run.Expected(), Total: s.total, PlanningDone: s.run.PlanningDone,
-		Counts: make(map[jobs.Status]int), Rate: math.Round(s.rate*10) / 10,
-		Time: s.time.UTC(),
-	}
-	for _, st := range jobs.AllStatuses() {
-		l.Counts[st] = s.counts[st]
+		RunCounts: runCounts(TypeProgress, v.runID, s.run, s.done, s.total, s.counts),
+		Rate:      math.Round(s.rate*10) / 10, Time: s.time.UTC(),
 	}
 	if s.etaKnown {
 		eta := s.eta.Seconds()
