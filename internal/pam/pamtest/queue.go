@@ -22,6 +22,8 @@ type slots struct {
 	queued  atomic.Int64
 	peak    atomic.Int64 // most requests waiting at once
 	waits   waitHist
+	served  atomic.Int64 // requests that released a slot
+	held    atomic.Int64 // nanoseconds they held it
 }
 
 func newSlots(n int) *slots {
@@ -50,7 +52,7 @@ func (s *slots) acquire(ctx context.Context, done <-chan struct{}) (release func
 		s.busy++
 		s.mu.Unlock()
 		s.waits.add(0)
-		return s.release, true
+		return s.releaser(), true
 	}
 	ch := make(chan struct{})
 	el := s.waiters.PushBack(ch)
@@ -62,7 +64,7 @@ func (s *slots) acquire(ctx context.Context, done <-chan struct{}) (release func
 	select {
 	case <-ch:
 		s.waits.add(time.Since(start))
-		return s.release, true
+		return s.releaser(), true
 	case <-ctx.Done():
 	case <-done:
 	}
@@ -79,11 +81,18 @@ func (s *slots) acquire(ctx context.Context, done <-chan struct{}) (release func
 	return nil, false
 }
 
-func (s *slots) release() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.busy--
-	s.grantLocked()
+// releaser returns the function that gives the slot taken now back and
+// records how long it was held.
+func (s *slots) releaser() func() {
+	start := time.Now()
+	return func() {
+		s.served.Add(1)
+		s.held.Add(int64(time.Since(start)))
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.busy--
+		s.grantLocked()
+	}
 }
 
 // grantLocked lets waiters in, oldest first, while slots are free (all of
@@ -100,6 +109,8 @@ func (s *slots) grantLocked() {
 func (s *slots) reset() {
 	s.peak.Store(s.queued.Load())
 	s.waits.reset()
+	s.served.Store(0)
+	s.held.Store(0)
 }
 
 // stats returns the queue's statistics since the last reset.
@@ -111,6 +122,9 @@ func (s *slots) stats() QueueStats {
 	q.Slots = c
 	q.Queued = s.queued.Load()
 	q.PeakQueued = s.peak.Load()
+	if n := s.served.Load(); n > 0 {
+		q.ServiceMs = float64(s.held.Load()) / float64(n) / float64(time.Millisecond)
+	}
 	return q
 }
 
@@ -135,6 +149,9 @@ type QueueStats struct {
 	P95Ms    float64 `json:"p95Ms"`
 	MeanMs   float64 `json:"meanMs"`
 	MaxMs    float64 `json:"maxMs"`
+	// ServiceMs is the mean time a request held its slot: Latency and
+	// Jitter, plus the simulator's own work (more on a busy machine).
+	ServiceMs float64 `json:"serviceMs"`
 }
 
 // Median, P95 and Max return the corresponding fields as durations.
