@@ -99,10 +99,12 @@ type Worker struct {
 // leaves room for the jobs they have pulled and not started.
 const DefaultConcurrency = 256
 
-// pullBuffer bounds the jobs pulled from JetStream and not started yet.
-// They are not heartbeated: with a PVWA so slow that the buffer takes more
-// than AckWait to drain they would be redelivered, so it stays small.
-const pullBuffer = 16
+// pullBuffer bounds the jobs pulled from JetStream and not started yet:
+// enough that pulling is not the pipeline's bottleneck (fewer round trips
+// to the server), few enough that they start well within AckWait (they are
+// not heartbeated until started) unless the PVWA answers fewer than about
+// two calls a second.
+const pullBuffer = 64
 
 // HoldFor is the number of jobs a worker works on at once when its PVWA
 // client may have limit requests in flight: each job has at most one
