@@ -286,8 +286,11 @@ func (a *Adaptive) dropLocked(now time.Time, kind int, paused bool, ev *event) {
 		ev.why = "timeout"
 	}
 	if a.startup {
+		// Slow start ended on a refusal: the server refuses rather than
+		// queues, and no queue can have hidden its unloaded round trip,
+		// so no early drain; the periodic ones will do.
 		a.startup = false
-		a.firstDrain = 4 + int(4*a.o.Rand())
+		a.scheduleDrainLocked(now)
 	}
 }
 
