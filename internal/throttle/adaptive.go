@@ -31,7 +31,7 @@ const (
 	// single 5xx is an error to retry, not a signal.
 	ReasonServerError = "5xx"
 	// ReasonLatency is a decrease because the requests queued at the server:
-	// the least round trip of a round rose above Target times the unloaded
+	// the mean round trip of a round rose above Target times the unloaded
 	// round trip.
 	ReasonLatency = "latency"
 	// ReasonTimeout is a request that timed out (the client's Timeout, a
@@ -87,8 +87,8 @@ type AdaptiveOptions struct {
 	Logger zerolog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// Rand, when set, draws the jitter of drains in [0,1) (default a
-	// seeded math/rand/v2 source).
+	// Rand, when set, draws the jitter of drains, probes and pauses in
+	// [0,1) (default math/rand/v2's); it must be safe for concurrent use.
 	Rand func() float64
 
 	// Target is the round trip aimed at, as a multiple of the unloaded
@@ -96,8 +96,8 @@ type AdaptiveOptions struct {
 	// client that runs this loop, is about Target-1 service times (default
 	// DefaultTarget; > 1).
 	Target float64
-	// Backoff is the multiplicative decrease on a timeout, a 503 or a 504,
-	// in (0,1) (default DefaultBackoff).
+	// Backoff is the multiplicative decrease on a timeout or a 504, in
+	// (0,1) (default DefaultBackoff).
 	Backoff float64
 	// After a refusal the limit stays just below the limit that was
 	// refused (the ceiling), and tries one more (a probe) after at least
@@ -130,8 +130,9 @@ type AdaptiveOptions struct {
 	// DrainInterval is how often, at most, the limit is halved for one
 	// round trip so that the queue at the server empties and the unloaded
 	// round trip is measured again (default DefaultDrainInterval, with
-	// ±20% jitter; the first drain comes a few round trips after slow
-	// start). A drain is skipped when a round saw no queue since the last.
+	// ±20% jitter; the first drain comes a few rounds after slow start
+	// ends on latency). A drain is skipped when a round saw no queue
+	// since the last.
 	DrainInterval time.Duration
 }
 
