@@ -250,13 +250,23 @@ func planRun(ctx context.Context, cfg *runConfig, set map[string]bool, getenv cl
 	// session, one connection pool, one rate budget.
 	pc := s.pvwa.PAM()
 	pc.Logger = log
-	// Requests wait on the run's rate, then on a slot of the adaptive
-	// concurrency limit (backs off on 429, 5xx, rising latency).
+	// Requests take a slot of the adaptive concurrency limit, which finds
+	// the PVWA's capacity (queueing, refusals, Retry-After), then wait on
+	// the run's --rate when one is given.
 	var lim throttle.Limiter
 	if cfg.Rate > 0 && s.nats.Embedded() {
 		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/10)))
 	}
-	pc.WrapTransport = throttle.NewAdaptive(throttle.AdaptiveOptions{Limiter: lim, Logger: log}).Wrap
+	// The in-process workers are the only safeperm client of the PVWA, so
+	// slow start may begin higher than a worker process's, which shares
+	// the PVWA with others starting at the same time.
+	// A Safe list page refused for load is sent again by the limiter after
+	// a round trip, rather than by the listing's own backoff (half a
+	// second, doubling): with workers holding every slot of a PVWA that
+	// refuses above its capacity, that backoff would starve the listing.
+	adaptive := throttle.NewAdaptive(throttle.AdaptiveOptions{Initial: embeddedInitialLimit, Limiter: lim, Logger: log,
+		RetryRefused: plannerRetryRefused})
+	pc.WrapTransport = adaptive.Wrap
 	client, err := pam.New(pc)
 	if err != nil {
 		return &cliconf.UsageError{Err: err}
@@ -299,7 +309,7 @@ func planRun(ctx context.Context, cfg *runConfig, set map[string]bool, getenv cl
 			<-ctx.Done()
 			stopWorkers()
 		}()
-		if err := startWorkers(wctx, &wg, env, client, cfg.Workers, cfg.Concurrency, holder, log); err != nil {
+		if err := startWorkers(wctx, &wg, env, client, adaptive.Limit, cfg.Workers, cfg.Concurrency, holder, log); err != nil {
 			return err
 		}
 	}
@@ -500,12 +510,21 @@ func (o *runOutput) human(format string, args ...any) {
 	}
 }
 
+// embeddedInitialLimit is the PVWA requests in flight the embedded
+// default's slow start begins with; plannerRetryRefused how often a request
+// refused for load is sent again before the caller sees the refusal.
+const (
+	embeddedInitialLimit = 8
+	plannerRetryRefused  = 20
+)
+
 // startWorkers starts n in-process workers sharing client, and one
-// dead-letter mover.
-func startWorkers(ctx context.Context, wg *sync.WaitGroup, env *natsEnv, client *pam.Client, n, concurrency int, holder string, log zerolog.Logger) error {
+// dead-letter mover. Each holds as many jobs as the client's adaptive limit
+// (requestLimit) keeps busy, at most concurrency.
+func startWorkers(ctx context.Context, wg *sync.WaitGroup, env *natsEnv, client *pam.Client, requestLimit func() int, n, concurrency int, holder string, log zerolog.Logger) error {
 	for i := range n {
 		id := fmt.Sprintf("%s/w%d", holder, i+1)
-		w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: concurrency, Logger: log.With().Str(logWorker, id).Logger()}, client, env.js, env.streams)
+		w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: concurrency, RequestLimit: requestLimit, Logger: log.With().Str(logWorker, id).Logger()}, client, env.js, env.streams)
 		if err != nil {
 			return err
 		}

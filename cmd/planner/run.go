@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/safeperm/safeperm/internal/cliconf"
+	"github.com/safeperm/safeperm/internal/worker"
 )
 
 // runConfig is everything `planner run` is told.
@@ -72,9 +73,9 @@ func registerExec(fs *cliconf.FlagSet, cfg *runConfig) {
 	fs.Var(&cfg.Watch, "watch", "follow the run to its end and print a summary (default: on with the embedded server, off otherwise)")
 	fs.StringVar(&cfg.RunID, "run-id", "", "run id (default: generated); re-running with the same id re-publishes nothing twice")
 	fs.StringVar(&cfg.DataDir, "data-dir", "safeperm-data", "embedded server's storage directory")
-	fs.IntVar(&cfg.Workers, "workers", 2, "in-process workers with the embedded server")
-	fs.IntVar(&cfg.Concurrency, "concurrency", 8, "jobs at once per in-process worker")
-	fs.Float64Var(&cfg.Rate, "rate", 100, "PVWA requests per second for the whole run, shared by all its workers (0 = unlimited)")
+	fs.IntVar(&cfg.Workers, "workers", 1, "in-process workers with the embedded server (they share one PVWA client and its adaptive limit)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", worker.DefaultConcurrency, "most jobs at once per in-process worker; the adaptive limit of PVWA requests decides how many it holds")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "cap on PVWA requests per second for the whole run, shared by all its workers (0 = none: the adaptive limit finds the PVWA's capacity)")
 	fs.StringVar(&cfg.EmbeddedListen, "embedded-listen", "", "also serve the embedded NATS server on this TCP address (e.g. 127.0.0.1:4222) so planner watch can follow from another terminal")
 	fs.BoolVar(&cfg.JSON, "json", false, "progress as JSON lines (for machines) instead of a progress bar or plain lines")
 }

@@ -42,6 +42,8 @@ const (
 	logPeak     = "peak_in_flight"
 	logLogons   = "logons"
 	logFaults   = "faults"
+	logQueueMed = "queue_wait_median"
+	logQueueP95 = "queue_wait_p95"
 )
 
 // errUsage marks a command-line error; main exits with status 2.
@@ -85,9 +87,10 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.StringVar(&o.MemberNotFoundCode, "member-not-found-code", pamtest.DefaultMemberNotFoundCode, "ErrorCode of GET one member for a non-member")
 	fs.BoolVar(&o.StrictDots, "strict-dots", false, "answer the IIS 404 page for a dotted last segment without a trailing slash")
 	fs.BoolVar(&o.AddImpliesUpdateProperties, "add-implies-update-properties", false, "addAccounts also sets updateAccountProperties")
-	fs.DurationVar(&f.Latency, "latency", 0, "added latency per API request")
+	fs.DurationVar(&f.Latency, "latency", 0, "service time added to every API request (spent holding a slot with --slots)")
 	fs.DurationVar(&f.Jitter, "jitter", 0, "extra random latency in [0, jitter)")
-	fs.IntVar(&f.MaxInFlight, "max-in-flight", 0, "answer 429 above this many requests in flight (0 = unlimited)")
+	fs.IntVar(&f.MaxInFlight, "max-in-flight", 0, "answer 429 above this many requests in flight, served or queued (0 = unlimited)")
+	fs.IntVar(&f.Slots, "slots", 0, "serve at most this many requests at once and queue the others first come, first served, as IIS does (0 = no queue)")
 	fs.Float64Var(&f.RateLimit, "rate", 0, "requests per second before 429 (0 = unlimited)")
 	fs.IntVar(&f.RateBurst, "burst", 0, "token bucket size for --rate (0 = max(1, rate))")
 	fs.Float64Var(&f.P500, "p500", 0, "probability of an IIS HTML 500 page")
@@ -288,8 +291,12 @@ wait:
 			return fmt.Errorf("serve: %w", err)
 		case <-tick:
 			st := h.Stats()
-			logger.Info().Int64(logRequests, st.RequestsTotal).Int64(logWrites, st.MemberWrites.Total).
-				Int64(logPeak, st.PeakInFlight).Int64(logLogons, st.Logons).Msg("stats")
+			ev := logger.Info().Int64(logRequests, st.RequestsTotal).Int64(logWrites, st.MemberWrites.Total).
+				Int64(logPeak, st.PeakInFlight).Int64(logLogons, st.Logons)
+			if st.Queue.Slots > 0 {
+				ev = ev.Dur(logQueueMed, st.Queue.Median()).Dur(logQueueP95, st.Queue.P95())
+			}
+			ev.Msg("stats")
 		case <-ctx.Done():
 			break wait
 		}

@@ -104,7 +104,7 @@ func logonStatus(t *testing.T, c *http.Client, base, pass string) (int, string) 
 
 func TestRunPrintsURLFirstAndServes(t *testing.T) {
 	t.Parallel()
-	url, stop, stderr := start(t, []string{"--safes", "500", "--seed", "3", "--addr", "127.0.0.1:0"}, nil)
+	url, stop, stderr := start(t, []string{"--safes", "500", "--seed", "3", "--addr", "127.0.0.1:0", "--slots", "3"}, nil)
 	if !strings.HasPrefix(url, "http://127.0.0.1:") || !strings.HasSuffix(url, "/PasswordVault") {
 		t.Fatalf("first line = %q", url)
 	}
@@ -120,6 +120,15 @@ func TestRunPrintsURLFirstAndServes(t *testing.T) {
 	res.Body.Close()
 	if !strings.Contains(string(b), `"safes":500`) || !strings.Contains(string(b), `"seed":3`) {
 		t.Errorf("vault info = %s", b)
+	}
+	res, err = c.Get(strings.TrimSuffix(url, "/PasswordVault") + "/_admin/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(b), `"queue":{"slots":3,`) || !strings.Contains(string(b), `"count":1,`) {
+		t.Errorf("stats = %s, want a queue of 3 slots that served the logon", b)
 	}
 	if err := stop(); err != nil {
 		t.Fatalf("run returned %v", err)
@@ -212,8 +221,8 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		want []string
 	}{
 		{"unknown flag", []string{"--nope"}, nil, []string{"nope"}},
-		{"bad values", []string{"--safes", "0", "--p429", "1.5", "--internal", "maybe", "--log-level", "loud"},
-			nil, []string{"--safes=0", "Faults.P429", "--internal", "--log-level"}},
+		{"bad values", []string{"--safes", "0", "--p429", "1.5", "--internal", "maybe", "--log-level", "loud", "--slots", "-1"},
+			nil, []string{"--safes=0", "Faults.P429", "--internal", "--log-level", "Faults.Slots"}},
 		{"bad env", nil, map[string]string{"SAFEPERM_SIM_LATENCY": "soon"}, []string{"SAFEPERM_SIM_LATENCY"}},
 		{"ca-out without tls", []string{"--ca-out", "x.pem"}, nil, []string{"--ca-out needs --tls"}},
 		{"extra argument", []string{"serve"}, nil, []string{"unexpected arguments"}},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/safeperm/safeperm/internal/buildinfo"
 	"github.com/safeperm/safeperm/internal/cliconf"
+	"github.com/safeperm/safeperm/internal/worker"
 )
 
 // config is everything the worker is told, from defaults, SAFEPERM_*
@@ -29,8 +30,8 @@ func newFlagSet(cfg *config, out io.Writer) *cliconf.FlagSet {
 	cfg.PVWA.Register(fs)
 	cfg.NATS.Register(fs, "required for a standalone worker (the planner runs in-process workers for its embedded server)")
 	cfg.Log.Register(fs)
-	fs.IntVar(&cfg.Concurrency, "concurrency", 8, "jobs worked on at once by this worker")
-	fs.Float64Var(&cfg.Rate, "rate", 20, "PVWA requests per second for this worker (0 = unlimited)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", worker.DefaultConcurrency, "most jobs worked on at once; the adaptive limit of PVWA requests decides how many the worker holds")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "cap on PVWA requests per second for this worker, on top of the run's --rate (0 = none)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "address for /metrics, /healthz and /readyz (e.g. :9090); empty = off")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 60*time.Second, "on SIGTERM, how long jobs in flight may take before they are handed back")
 	return fs

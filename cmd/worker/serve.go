@@ -64,10 +64,10 @@ func serve(ctx context.Context, cfg *config, getenv cliconf.Getenv, stderr io.Wr
 	pc := pv.PAM()
 	pc.Logger = log
 	pc.Observe = m.ObservePVWA
-	// Every request waits on the run's global budget (shared over NATS,
-	// joined below) and on this worker's own --rate cap, then on a slot of
-	// the adaptive concurrency limit, which backs off on 429, 5xx and rising
-	// latency and honours Retry-After.
+	// Every request takes a slot of the adaptive concurrency limit, which
+	// finds the PVWA's capacity (queueing, refusals, Retry-After), then
+	// waits on the run's --rate budget, shared over NATS (joined below),
+	// and on this worker's own --rate cap, when they are set.
 	var limits throttle.Chain
 	if cfg.Rate > 0 {
 		limits.Add(rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/10))))
@@ -166,7 +166,8 @@ func serve(ctx context.Context, cfg *config, getenv cliconf.Getenv, stderr io.Wr
 	}()
 	limits.Add(budget)
 	m.SetRateBudget(budget.Share())
-	w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: cfg.Concurrency, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log, Observer: m}, client, js, streams)
+	w, err := worker.New(ctx, worker.Config{ID: id, Concurrency: cfg.Concurrency, RequestLimit: adaptive.Limit,
+		ShutdownTimeout: cfg.ShutdownTimeout, Logger: log, Observer: m}, client, js, streams)
 	if err != nil {
 		return err
 	}

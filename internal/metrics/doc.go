@@ -42,8 +42,9 @@
 //	safeperm_pvwa_relogons_total               counter    -             requests replayed after a fresh logon because
 //	                                                                    the session had ended (401)
 //	safeperm_pvwa_throttled_total              counter    reason        times the transport backed off: "429",
-//	                                                                    "5xx", "latency", "retry-after" (all present
-//	                                                                    at 0); "other" for any other reason
+//	                                                                    "5xx", "latency", "retry-after", "timeout"
+//	                                                                    (all present at 0); "other" for any other
+//	                                                                    reason
 //	safeperm_rate_limit_wait_seconds           histogram  -             time each request spent waiting on the rate
 //	                                                                    limiter (near 0 when a token was free);
 //	                                                                    buckets 1ms .. 60s

@@ -34,10 +34,11 @@ const (
 	ReasonServer     = "5xx"
 	ReasonLatency    = "latency"
 	ReasonRetryAfter = "retry-after"
+	ReasonTimeout    = "timeout"
 )
 
 // throttleReasons is the closed set of reason label values besides "other".
-var throttleReasons = []string{ReasonTooMany, ReasonServer, ReasonLatency, ReasonRetryAfter}
+var throttleReasons = []string{ReasonTooMany, ReasonServer, ReasonLatency, ReasonRetryAfter, ReasonTimeout}
 
 // Histogram buckets, in seconds.
 var (
@@ -239,8 +240,9 @@ func codeLabel(status int) string {
 func (m *Metrics) SetConcurrencyLimit(n int) { m.concurrency.Set(float64(n)) }
 
 // Throttled records that the transport backed off. reason is one of
-// ReasonTooMany ("429"), ReasonServer ("5xx"), ReasonLatency ("latency") or
-// ReasonRetryAfter ("retry-after"); anything else is counted as "other".
+// ReasonTooMany ("429"), ReasonServer ("5xx"), ReasonLatency ("latency"),
+// ReasonRetryAfter ("retry-after") or ReasonTimeout ("timeout"); anything
+// else is counted as "other".
 func (m *Metrics) Throttled(reason string) {
 	r := valueOther
 	for _, known := range throttleReasons {

@@ -66,7 +66,7 @@ func TestNewPreinitialises(t *testing.T) {
 				want[with("safeperm_jobs_total", `status="`+string(s)+`"`)] = 0
 				want[with("safeperm_job_duration_seconds_count", `status="`+string(s)+`"`)] = 0
 			}
-			for _, r := range []string{"429", "5xx", "latency", "retry-after"} {
+			for _, r := range []string{"429", "5xx", "latency", "retry-after", "timeout"} {
 				want[with("safeperm_pvwa_throttled_total", `reason="`+r+`"`)] = 0
 			}
 			wantSamples(t, got, want)
@@ -287,7 +287,7 @@ func TestObservePVWA(t *testing.T) {
 func TestThrottledAndGauges(t *testing.T) {
 	t.Parallel()
 	m := New("w")
-	for _, r := range []string{"429", "429", "5xx", "latency", "retry-after", "teapot", "GET /x"} {
+	for _, r := range []string{"429", "429", "5xx", "latency", "retry-after", "timeout", "teapot", "GET /x"} {
 		m.Throttled(r)
 	}
 	m.SetConcurrencyLimit(16)
@@ -303,6 +303,7 @@ safeperm_pvwa_throttled_total{reason="5xx",worker="w"} 1
 safeperm_pvwa_throttled_total{reason="latency",worker="w"} 1
 safeperm_pvwa_throttled_total{reason="other",worker="w"} 2
 safeperm_pvwa_throttled_total{reason="retry-after",worker="w"} 1
+safeperm_pvwa_throttled_total{reason="timeout",worker="w"} 1
 # HELP safeperm_rate_budget Current PVWA request budget in requests per second.
 # TYPE safeperm_rate_budget gauge
 safeperm_rate_budget{worker="w"} 7.5

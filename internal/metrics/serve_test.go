@@ -159,6 +159,7 @@ safeperm_pvwa_throttled_total{reason="429",worker="w-7"} 1
 safeperm_pvwa_throttled_total{reason="5xx",worker="w-7"} 0
 safeperm_pvwa_throttled_total{reason="latency",worker="w-7"} 0
 safeperm_pvwa_throttled_total{reason="retry-after",worker="w-7"} 1
+safeperm_pvwa_throttled_total{reason="timeout",worker="w-7"} 0
 # HELP safeperm_concurrency_limit Current adaptive limit of concurrent PVWA requests.
 # TYPE safeperm_concurrency_limit gauge
 safeperm_concurrency_limit{worker="w-7"} 8

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -18,35 +20,37 @@ import (
 
 // Reasons passed to AdaptiveOptions.OnThrottle.
 const (
-	// ReasonTooMany is a 429 Too Many Requests answer.
+	// ReasonTooMany is a refusal for load: a 429 Too Many Requests or a 503
+	// Service Unavailable answer without Retry-After.
 	ReasonTooMany = "429"
-	// ReasonServerError is a 5xx answer.
+	// ReasonRetryAfter is such a refusal with Retry-After: new requests
+	// pause until then.
+	ReasonRetryAfter = "retry-after"
+	// ReasonServerError is a backoff because server errors (5xx other than
+	// 503 and 504) became a large share of the answers (ErrorBackoff). A
+	// single 5xx is an error to retry, not a signal.
 	ReasonServerError = "5xx"
-	// ReasonLatency is a smoothed round trip above LatencyFactor times the
-	// baseline (the least round trip seen lately).
+	// ReasonLatency is a decrease because the requests queued at the server:
+	// the mean round trip of a round rose above Target times the unloaded
+	// round trip.
 	ReasonLatency = "latency"
-	// ReasonTimeout is a request that timed out (the client's Timeout or a
-	// network timeout; a caller's cancellation is not a signal).
+	// ReasonTimeout is a request that timed out (the client's Timeout, a
+	// network timeout or a 504; a caller's cancellation is not a signal).
 	ReasonTimeout = "timeout"
 )
 
 // Defaults of AdaptiveOptions.
 const (
-	DefaultInitialLimit   = 8
-	DefaultMinLimit       = 1
-	DefaultMaxLimit       = 256
-	DefaultBackoff        = 0.7
-	DefaultLatencyFactor  = 2.0
-	DefaultProbeAfter     = 256
-	DefaultMaxRetryAfter  = 5 * time.Minute
-	DefaultBaselineWindow = 30 * time.Second
-	// minLatencySamples is how many successful round trips are needed
-	// before latency can count as a throttle signal.
-	minLatencySamples = 20
-	// latencySlack is the least rise over the baseline that counts as a
-	// latency signal, so that sub-millisecond noise on a fast server is not
-	// mistaken for queueing.
-	latencySlack = 10 * time.Millisecond
+	DefaultInitialLimit  = 2
+	DefaultMinLimit      = 1
+	DefaultMaxLimit      = 256
+	DefaultTarget        = 1.1
+	DefaultBackoff       = 0.7
+	DefaultProbeAfter    = 64
+	DefaultProbeInterval = 10 * time.Second
+	DefaultErrorBackoff  = 0.25
+	DefaultMaxRetryAfter = 5 * time.Minute
+	DefaultDrainInterval = 30 * time.Second
 )
 
 // Limiter is what AdaptiveOptions.Limiter (and pam.Config.Limiter) wait on
@@ -60,7 +64,10 @@ type AdaptiveOptions struct {
 	// Initial, Min and Max bound the concurrency limit: the number of
 	// requests through the middleware that may be in flight at once
 	// (defaults DefaultInitialLimit, DefaultMinLimit, DefaultMaxLimit;
-	// Min <= Initial <= Max).
+	// Min <= Initial <= Max). Slow start doubles the limit every round
+	// trip from Initial; a small Initial keeps the first round trips of
+	// clients that start together free of queueing, which is when they
+	// measure the server's unloaded latency.
 	Initial, Min, Max int
 	// Limiter, when set, is waited on before each request, after a slot is
 	// taken (so requests cannot pile up behind slots and then burst): the
@@ -70,35 +77,63 @@ type AdaptiveOptions struct {
 	// in order (the last call has the current limit); for a gauge. It may
 	// call Limit and InFlight. It must be fast.
 	OnLimit func(limit int)
-	// OnThrottle, when set, is called for every request that signalled
-	// overload, with one of the Reason* constants; for a counter. It must
-	// be safe for concurrent use and fast.
+	// OnThrottle, when set, is called for every signal that lowered (or
+	// would have lowered) the limit or paused requests, with one of the
+	// Reason* constants; for a counter. It must be safe for concurrent use
+	// and fast.
 	OnThrottle func(reason string)
-	// Logger receives limit changes (debug) and Retry-After pauses (info);
-	// the zero value logs nothing.
+	// Logger receives limit changes (debug), Retry-After pauses (info) and
+	// backoffs for server errors (warn); the zero value logs nothing.
 	Logger zerolog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Rand, when set, draws the jitter of drains, probes and pauses in
+	// [0,1) (default math/rand/v2's); it must be safe for concurrent use.
+	Rand func() float64
 
-	// Backoff is the multiplicative decrease on overload, in (0,1)
-	// (default DefaultBackoff).
+	// Target is the round trip aimed at, as a multiple of the unloaded
+	// round trip: the queue the limit keeps at the server, shared by every
+	// client that runs this loop, is about Target-1 service times (default
+	// DefaultTarget; > 1).
+	Target float64
+	// Backoff is the multiplicative decrease on a timeout or a 504, in
+	// (0,1) (default DefaultBackoff).
 	Backoff float64
-	// LatencyFactor: a smoothed round trip above LatencyFactor times the
-	// baseline counts as overload (default DefaultLatencyFactor; > 1).
-	LatencyFactor float64
-	// ProbeAfter is how many successes the limit stays just below the limit
-	// that last caused overload before trying one more (default
-	// DefaultProbeAfter). It sets the throttled fraction once adapted:
-	// about one to three throttled calls per ProbeAfter successes.
-	ProbeAfter int
+	// After a refusal the limit stays just below the limit that was
+	// refused (the ceiling), and tries one more (a probe) after at least
+	// ProbeAfter successes (and a round trip's worth) and a wait:
+	// ProbeInterval at first, twice as long after each probe that is
+	// refused (up to four times ProbeInterval), half as long after one
+	// that held (defaults DefaultProbeAfter and DefaultProbeInterval).
+	// Three probes in a row that held forget the ceiling. The probes set
+	// the throttled fraction once adapted: one refusal each, or a few
+	// when several clients share the server (a probe that takes the slot
+	// of another client is answered by refusals to that one).
+	ProbeAfter    int
+	ProbeInterval time.Duration
+	// ErrorBackoff is the share of server errors among the answers (over
+	// about the last 50) above which the limit backs off, in proportion,
+	// and a warning is logged (default DefaultErrorBackoff).
+	ErrorBackoff float64
 	// MaxRetryAfter caps the pause a Retry-After header can impose
 	// (default DefaultMaxRetryAfter).
 	MaxRetryAfter time.Duration
-	// BaselineWindow is how long a least round trip stays the latency
-	// baseline (default DefaultBaselineWindow): the baseline is the least
-	// round trip of the current and the previous window, so it follows a
-	// server that became lastingly slower.
-	BaselineWindow time.Duration
+	// RetryRefused, when positive, sends a request without a body that
+	// the server refused at once for load (a 429 or 503 without
+	// Retry-After) again, up to that many times, after a pause of about
+	// a round trip, before its answer is returned: for a caller whose own
+	// retry waits long (the planner's Safe listing backs off half a second
+	// and more), a refusal that says only "not now" is best retried in
+	// the limiter, which knows when a slot may be free. 0 returns every
+	// answer as it is.
+	RetryRefused int
+	// DrainInterval is how often, at most, the limit is halved for one
+	// round trip so that the queue at the server empties and the unloaded
+	// round trip is measured again (default DefaultDrainInterval, with
+	// ±20% jitter; the first drain comes a few rounds after slow start
+	// ends on latency). A drain is skipped when a round saw no queue
+	// since the last.
+	DrainInterval time.Duration
 }
 
 func (o *AdaptiveOptions) defaults() {
@@ -115,31 +150,41 @@ func (o *AdaptiveOptions) defaults() {
 		o.Initial = DefaultInitialLimit
 	}
 	o.Initial = min(max(o.Initial, o.Min), o.Max)
+	if o.Target <= 1 {
+		o.Target = DefaultTarget
+	}
 	if o.Backoff <= 0 || o.Backoff >= 1 {
 		o.Backoff = DefaultBackoff
-	}
-	if o.LatencyFactor <= 1 {
-		o.LatencyFactor = DefaultLatencyFactor
 	}
 	if o.ProbeAfter <= 0 {
 		o.ProbeAfter = DefaultProbeAfter
 	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = DefaultProbeInterval
+	}
+	if o.ErrorBackoff <= 0 || o.ErrorBackoff >= 1 {
+		o.ErrorBackoff = DefaultErrorBackoff
+	}
 	if o.MaxRetryAfter <= 0 {
 		o.MaxRetryAfter = DefaultMaxRetryAfter
 	}
-	if o.BaselineWindow <= 0 {
-		o.BaselineWindow = DefaultBaselineWindow
+	if o.DrainInterval <= 0 {
+		o.DrainInterval = DefaultDrainInterval
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64
+	}
 }
 
-// Adaptive is an adaptive concurrency limit (AIMD) for the requests of one
-// worker to the PVWA, with a shared Retry-After pause and an optional rate
-// Limiter, applied as http.RoundTripper middleware by Wrap. All methods are
-// safe for concurrent use; one Adaptive may wrap several transports, which
-// then share its limit.
+// Adaptive limits the requests of one client to the PVWA in flight at once,
+// finding the server's capacity on its own, and honours Retry-After; it is
+// applied as http.RoundTripper middleware by Wrap. See the package
+// documentation for the control loop. All methods are safe for concurrent
+// use; one Adaptive may wrap several transports, which then share its
+// limit.
 type Adaptive struct {
 	o   AdaptiveOptions
 	log zerolog.Logger
@@ -147,32 +192,62 @@ type Adaptive struct {
 	hookMu sync.Mutex // orders OnLimit calls
 
 	mu          sync.Mutex
-	limit       int
-	held        int        // slots taken and not released
-	active      int        // requests sent, headers not yet received
-	waiters     *list.List // of chan struct{}, FIFO
-	successes   int        // since the last change of limit
-	peakActive  int        // since the last change of limit
-	ceiling     int        // limit that last caused overload; 0 = unknown
-	probeGap    int        // successes per +1 at ceiling-1 and above
-	lastDecr    time.Time  // requests sent before it cannot decrease again
+	limit       float64 // the control variable; Limit is its floor
+	held        int     // slots taken and not released
+	active      int     // requests sent, headers not yet received
+	waiters     *list.List
 	pausedUntil time.Time
-	srtt        time.Duration // smoothed round trip of successes
-	samples     int
-	minCur      time.Duration // least round trip of this baseline window
-	minPrev     time.Duration // of the previous one
-	windowStart time.Time
+
+	startup  bool      // slow start: grows per success until a signal
+	ssLast   time.Time // last growth of slow start
+	lastDecr time.Time // answers to requests sent before it cannot decrease
+	round    round
+
+	floor      time.Duration // least sampled round trip
+	base       time.Duration // unloaded mean round trip (0: not yet known)
+	ssSum      time.Duration // sampled round trips of slow start's rounds
+	ssN        int
+	baseSeen   time.Time // last round that saw no queue
+	stuck      int       // rounds at the minimum with a queue
+	stuckSince time.Time
+
+	ceiling   float64       // limit at the last refusal, 0 = none
+	probing   bool          // the limit is above ceiling-1 by a probe
+	probeWait time.Duration // between probes
+	probeAt   time.Time     // the last probe or refusal
+	probeOK   int           // probes in a row that held
+	successes int           // since the last probe or refusal
+	rate      rateWindow
+	starving  int // refusals in a row with nothing of ours at the server
+
+	errRate  float64 // average of "server error" over the recent answers
+	answers  int     // answers seen, for errMinAnswers
+	erroring bool    // backing off for errors
+	lastWarn time.Time
+
+	drainAt    time.Time // earliest start of the next drain; zero = none yet
+	firstDrain int       // rounds until the first drain (0: none pending)
+	mustDrain  bool      // the next drain is the first: not skipped
+	draining   bool
+	drainStart time.Time
+	drainSum   time.Duration // sampled round trips of requests sent since
+	drainN     int
+	restore    float64 // limit to go back to after the drain
+	drainedAt  time.Time
 }
 
-// NewAdaptive returns an Adaptive at o.Initial.
+// NewAdaptive returns an Adaptive at o.Initial, in slow start.
 func NewAdaptive(o AdaptiveOptions) *Adaptive {
 	o.defaults()
+	now := o.Now()
 	return &Adaptive{
-		o:           o,
-		log:         o.Logger.With().Str(logComponent, "adaptive").Logger(),
-		limit:       o.Initial,
-		waiters:     list.New(),
-		windowStart: o.Now(),
+		o:         o,
+		log:       o.Logger.With().Str(logComponent, "adaptive").Logger(),
+		limit:     float64(o.Initial),
+		waiters:   list.New(),
+		startup:   true,
+		round:     round{start: now},
+		probeWait: o.ProbeInterval,
 	}
 }
 
@@ -180,7 +255,12 @@ func NewAdaptive(o AdaptiveOptions) *Adaptive {
 func (a *Adaptive) Limit() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.limit
+	return a.effLocked()
+}
+
+// effLocked is the limit in whole requests.
+func (a *Adaptive) effLocked() int {
+	return min(max(int(a.limit), a.o.Min), a.o.Max)
 }
 
 // InFlight is the number of requests sent and waiting for their answer's
@@ -219,58 +299,102 @@ type adaptiveTransport struct {
 // RoundTrip implements http.RoundTripper.
 func (t *adaptiveTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	a, ctx := t.a, req.Context()
-	if err := a.before(ctx); err != nil {
-		if req.Body != nil {
-			_ = req.Body.Close() // RoundTrip must close it, even on error
+	for retries := 0; ; retries++ {
+		out, err := a.before(ctx)
+		if err != nil {
+			if req.Body != nil {
+				_ = req.Body.Close() // RoundTrip must close it, even on error
+			}
+			return nil, err
 		}
-		return nil, err
+		out.sample = latencySample(req)
+		resp, err := t.next.RoundTrip(req)
+		a.after(ctx, out, resp, err)
+		if retries >= a.o.RetryRefused || !refusedNow(resp, err) || (req.Body != nil && req.Body != http.NoBody) {
+			return resp, err
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		_ = resp.Body.Close()
+		if err := a.retryPause(ctx); err != nil {
+			return nil, err
+		}
 	}
-	sent := a.o.Now()
-	resp, err := t.next.RoundTrip(req)
-	a.after(ctx, sent, resp, err, latencySample(req))
-	return resp, err
+}
+
+// refusedNow reports an answer that refused the request for load without
+// saying when to come back.
+func refusedNow(resp *http.Response, err error) bool {
+	return err == nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) &&
+		strings.TrimSpace(resp.Header.Get("Retry-After")) == ""
+}
+
+// retryPause waits about a round trip (jittered) before RetryRefused sends
+// a refused request again.
+func (a *Adaptive) retryPause(ctx context.Context) error {
+	a.mu.Lock()
+	d := min(max(a.base, a.floor, time.Millisecond), 100*time.Millisecond)
+	d = time.Duration((0.5 + a.o.Rand()) * float64(d))
+	a.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // latencySample reports whether req's round trip feeds the latency signal.
-// Only reads of the API do: a logon or token request (often answered by
-// another component, much faster or slower) would set a baseline the
-// member requests can never meet, and writes cost more than reads on the
-// PVWA, so mixing them would look like queueing whenever the share of
-// changed Safes rises. Every job reads, so reads are never scarce.
+// Only reads of one object do: a logon or token request (often answered by
+// another component, much faster or slower) or a page of a list (a page of
+// 1,000 Safes costs the PVWA far more than one member) would set a
+// baseline the member requests can never meet, and writes cost more than
+// reads on the PVWA, so mixing them would look like queueing whenever the
+// share of changed Safes rises. Every job reads, so reads are never scarce.
 func latencySample(req *http.Request) bool {
 	if req.Method != http.MethodGet {
 		return false
 	}
-	p := strings.ToLower(req.URL.Path)
-	return !strings.Contains(p, "/auth/") && !strings.Contains(p, "/oauth2/")
+	p := strings.ToLower(strings.TrimSuffix(req.URL.Path, "/"))
+	return !strings.Contains(p, "/auth/") && !strings.Contains(p, "/oauth2/") &&
+		!strings.HasSuffix(p, "/safes") && !strings.HasSuffix(p, "/members")
+}
+
+// outbound is a request on its way: when it was sent, with how many of
+// ours in flight, and whether its round trip is a latency sample.
+type outbound struct {
+	sent     time.Time
+	inFlight int
+	sample   bool
 }
 
 // before takes a slot and waits for the pause and the Limiter. On error no
 // slot is held.
-func (a *Adaptive) before(ctx context.Context) error {
+func (a *Adaptive) before(ctx context.Context) (outbound, error) {
 	if err := a.waitPause(ctx); err != nil {
-		return err
+		return outbound{}, err
 	}
 	if err := a.acquire(ctx); err != nil {
-		return err
+		return outbound{}, err
 	}
 	if a.o.Limiter != nil {
 		if err := a.o.Limiter.Wait(ctx); err != nil {
-			a.release(false)
-			return err
+			a.release()
+			return outbound{}, err
 		}
 	}
 	// A pause may have begun while waiting; the Limiter's grant is then
 	// used when it ends.
 	if err := a.waitPause(ctx); err != nil {
-		a.release(false)
-		return err
+		a.release()
+		return outbound{}, err
 	}
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.active++
-	a.peakActive = max(a.peakActive, a.active)
-	a.mu.Unlock()
-	return nil
+	a.round.peakActive = max(a.round.peakActive, a.active)
+	return outbound{sent: a.o.Now(), inFlight: a.active}, nil
 }
 
 // waitPause blocks until no Retry-After pause is in force.
@@ -295,7 +419,7 @@ func (a *Adaptive) waitPause(ctx context.Context) error {
 // acquire takes a slot, first come first served.
 func (a *Adaptive) acquire(ctx context.Context) error {
 	a.mu.Lock()
-	if a.held < a.limit && a.waiters.Len() == 0 {
+	if a.held < a.effLocked() && a.waiters.Len() == 0 {
 		a.held++
 		a.mu.Unlock()
 		return nil
@@ -322,153 +446,114 @@ func (a *Adaptive) acquire(ctx context.Context) error {
 
 // grantLocked hands free slots to waiters in order.
 func (a *Adaptive) grantLocked() {
-	for a.held < a.limit && a.waiters.Len() > 0 {
+	for a.held < a.effLocked() && a.waiters.Len() > 0 {
 		ch := a.waiters.Remove(a.waiters.Front()).(chan struct{})
 		a.held++
 		close(ch)
 	}
 }
 
-// release gives a slot back; sent says whether its request went out.
-func (a *Adaptive) release(sent bool) {
+// release gives back a slot whose request was not sent.
+func (a *Adaptive) release() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.held--
-	if sent {
-		a.active--
-	}
 	a.grantLocked()
+}
+
+// answer kinds
+const (
+	kindOK      = iota // any answer but those below, 4xx included
+	kindError          // a 5xx other than 503 and 504: retry, not a signal
+	kindRefused        // 429 or 503: the server refused for load
+	kindTimeout        // timeout or 504
+	kindNone           // no answer for a reason that says nothing (cancelled, refused connection)
+)
+
+// classify sorts an answer.
+func classify(ctx context.Context, resp *http.Response, err error) int {
+	switch {
+	case err != nil:
+		if isTimeout(ctx, err) {
+			return kindTimeout
+		}
+		return kindNone
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
+		return kindRefused
+	case resp.StatusCode == http.StatusGatewayTimeout:
+		return kindTimeout
+	case resp.StatusCode >= 500:
+		return kindError
+	}
+	return kindOK
+}
+
+// event is what after decided under the lock, for the hooks and logs it
+// calls after unlocking.
+type event struct {
+	reasons  []string
+	pause    time.Duration
+	newPause bool
+	round    *round // ended by this answer
+	roundQ   float64
+	status   int
+	old      int
+	limit    int
+	why      string
+	warn     string
+	info     string
 }
 
 // after releases the slot and adapts the limit to what the answer says.
-func (a *Adaptive) after(ctx context.Context, sent time.Time, resp *http.Response, err error, sample bool) {
+func (a *Adaptive) after(ctx context.Context, out outbound, resp *http.Response, err error) {
 	now := a.o.Now()
-	rtt := now.Sub(sent)
-	reason := ""
-	switch {
-	case err != nil:
-		if !isTimeout(ctx, err) {
-			a.release(true)
-			return // refused connection, caller's cancellation...: no signal
-		}
-		reason = ReasonTimeout
-	case resp.StatusCode == http.StatusTooManyRequests:
-		reason = ReasonTooMany
-	case resp.StatusCode >= 500:
-		reason = ReasonServerError
-	}
-	var pause time.Duration
-	if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
-		pause = min(retryAfter(resp.Header.Get("Retry-After"), now), a.o.MaxRetryAfter)
+	kind := classify(ctx, resp, err)
+	var ev event
+	if kind == kindRefused {
+		ev.status = resp.StatusCode
+		ev.pause = min(retryAfter(resp.Header.Get("Retry-After"), now), a.o.MaxRetryAfter)
 	}
 
 	a.mu.Lock()
+	activeBefore := a.active
 	a.held--
 	a.active--
-	if reason == "" && sample {
-		a.sampleLocked(now, rtt)
-		base := a.baselineLocked()
-		if a.samples >= minLatencySamples && a.srtt > max(time.Duration(a.o.LatencyFactor*float64(base)), base+latencySlack) {
-			reason = ReasonLatency
+	ev.old = a.effLocked()
+	if kind != kindNone {
+		a.answerLocked(now, out, kind, activeBefore, &ev)
+	}
+	if ev.pause > 0 {
+		ev.newPause = !a.pausedUntil.After(now)
+		if now.Add(ev.pause).After(a.pausedUntil) {
+			a.pausedUntil = now.Add(ev.pause)
 		}
 	}
-	if pause > 0 && now.Add(pause).After(a.pausedUntil) {
-		a.pausedUntil = now.Add(pause)
-	}
-	old := a.limit
-	switch {
-	case reason == "":
-		a.increaseLocked()
-	case sent.After(a.lastDecr):
-		// At most one decrease per round trip: answers to requests sent
-		// before the last decrease say nothing about the new limit.
-		if a.ceiling > 0 && a.limit >= a.ceiling && a.limit > a.o.Min {
-			// A probe above the last good limit failed: the capacity has
-			// not grown, so step back to the limit that worked instead of
-			// cutting by Backoff (which costs about a tenth of the
-			// throughput on every probe). Another overload before the
-			// next probe is a real drop and is cut by Backoff.
-			a.ceiling = a.limit
-			a.limit--
-		} else {
-			a.ceiling = a.limit
-			a.limit = max(a.o.Min, int(math.Floor(float64(a.limit)*a.o.Backoff)))
-		}
-		a.probeGap = a.o.ProbeAfter
-		a.successes, a.peakActive = 0, a.active
-		a.lastDecr = now
-	}
-	limit := a.limit
+	ev.limit = a.effLocked()
 	a.grantLocked()
 	a.mu.Unlock()
 
-	if reason != "" && a.o.OnThrottle != nil {
-		a.o.OnThrottle(reason)
-	}
-	if pause > 0 {
-		a.log.Info().Dur("pause", pause).Int("status", resp.StatusCode).Msg("PVWA asked to retry later; pausing new requests")
-	}
-	if limit != old {
-		a.log.Debug().Int("limit", limit).Int("was", old).Str("reason", reason).Msg("concurrency limit changed")
-		a.notifyLimit()
-	}
-}
-
-// increaseLocked counts a success and adds 1 to the limit after a window
-// of limit successes, if the limit was in use (at least half of it in
-// flight at some point). At ceiling-1 and above, the limit that last
-// caused overload, it waits probeGap successes instead, halving the gap at
-// each step, then forgets the ceiling.
-func (a *Adaptive) increaseLocked() {
-	a.successes++
-	need := a.limit
-	probing := a.ceiling > 0 && a.limit >= a.ceiling-1
-	if probing {
-		need = max(a.probeGap, a.limit)
-	}
-	if a.successes < need || a.limit >= a.o.Max {
-		return
-	}
-	used := a.peakActive*2 >= a.limit
-	a.successes, a.peakActive = 0, a.active
-	if !used {
-		return
-	}
-	a.limit++
-	if probing {
-		a.probeGap /= 2
-		if a.probeGap <= a.limit {
-			a.ceiling = 0
+	if a.o.OnThrottle != nil {
+		for _, r := range ev.reasons {
+			a.o.OnThrottle(r)
 		}
 	}
-}
-
-// sampleLocked folds a successful round trip into the smoothed round trip
-// and the baseline.
-func (a *Adaptive) sampleLocked(now time.Time, rtt time.Duration) {
-	rtt = max(rtt, time.Microsecond)
-	a.samples++
-	if a.srtt == 0 {
-		a.srtt = rtt
-	} else {
-		// Smooth over about two windows (2×limit answers), so a pause of
-		// the client (GC, CPU) is not mistaken for queueing at the server.
-		a.srtt += (rtt - a.srtt) / time.Duration(min(64, max(8, 2*a.limit)))
+	if r := ev.round; r != nil && a.log.GetLevel() <= zerolog.TraceLevel {
+		a.log.Trace().Float64("q", ev.roundQ).Int("samples", r.samples).Int("answers", r.answers).Int("drops", r.drops).
+			Dur("mean", time.Duration(r.mean())).Int("peak", r.peakActive).Int("limit", ev.limit).Msg("round")
 	}
-	if now.Sub(a.windowStart) >= a.o.BaselineWindow {
-		a.minPrev, a.minCur, a.windowStart = a.minCur, 0, now
+	if ev.newPause {
+		a.log.Info().Dur("pause", ev.pause).Int("status", ev.status).Msg("PVWA asked to retry later; pausing new requests")
 	}
-	if a.minCur == 0 || rtt < a.minCur {
-		a.minCur = rtt
+	if ev.warn != "" {
+		a.log.Warn().Int("limit", ev.limit).Msg(ev.warn)
 	}
-}
-
-// baselineLocked is the least round trip of this and the last window.
-func (a *Adaptive) baselineLocked() time.Duration {
-	if a.minPrev == 0 {
-		return a.minCur
+	if ev.info != "" {
+		a.log.Info().Int("limit", ev.limit).Msg(ev.info)
 	}
-	return min(a.minCur, a.minPrev)
+	if ev.limit != ev.old {
+		a.log.Debug().Int("limit", ev.limit).Int("was", ev.old).Str("why", ev.why).Msg("concurrency limit changed")
+		a.notifyLimit()
+	}
 }
 
 // notifyLimit calls OnLimit with the current limit; hookMu makes the last
@@ -518,6 +603,6 @@ func retryAfter(v string, now time.Time) time.Duration {
 func (a *Adaptive) String() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return fmt.Sprintf("adaptive{limit=%d inflight=%d held=%d waiting=%d ceiling=%d srtt=%s baseline=%s}",
-		a.limit, a.active, a.held, a.waiters.Len(), a.ceiling, a.srtt, a.baselineLocked())
+	return fmt.Sprintf("adaptive{limit=%d (%.2f) inflight=%d held=%d waiting=%d startup=%t ceiling=%.0f base=%s floor=%s errors=%.3f}",
+		a.effLocked(), a.limit, a.active, a.held, a.waiters.Len(), a.startup, a.ceiling, a.base, a.floor, a.errRate)
 }

@@ -43,7 +43,9 @@ func TestLatencySample(t *testing.T) {
 		want        bool
 	}{
 		{"GET", "https://pvwa/PasswordVault/API/Safes/X/Members/PSMAppUsers/", true},
-		{"GET", "https://pvwa/PasswordVault/API/Safes?limit=1000", true},
+		{"GET", "https://pvwa/PasswordVault/API/Safes?limit=1000", false},
+		{"GET", "https://pvwa/PasswordVault/API/Safes/X/Members?limit=100", false},
+		{"GET", "https://pvwa/PasswordVault/API/Safes/X/", true},
 		{"PUT", "https://pvwa/PasswordVault/API/Safes/X/Members/PSMAppUsers/", false},
 		{"POST", "https://pvwa/PasswordVault/API/Safes/X/Members/", false},
 		{"POST", "https://pvwa/PasswordVault/API/auth/Cyberark/Logon", false},

@@ -2,8 +2,12 @@ package throttle_test
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,7 +17,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/natsembed"
+	"github.com/safeperm/safeperm/internal/pam/pamtest"
 	"github.com/safeperm/safeperm/internal/testutil"
+	"github.com/safeperm/safeperm/internal/throttle"
 )
 
 // testLogger returns a logger writing to the test log at warn level and up.
@@ -133,4 +139,152 @@ func testTransport() *http.Transport {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 512
 	return tr
+}
+
+// pvwa is a pamtest PVWA with a session token and a member to read, for
+// driving Adaptive with real API requests.
+type pvwa struct {
+	*pamtest.Server
+	token  string
+	member string // path of GET one member
+}
+
+func newPVWA(t testing.TB, f pamtest.Faults) *pvwa {
+	t.Helper()
+	srv, err := pamtest.NewServer(pamtest.Options{Safes: 200, Seed: 5, Faults: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	resp, err := http.Post(srv.URL+"/API/Auth/CyberArk/Logon", "application/json",
+		strings.NewReader(`{"username":"Administrator","password":"Cyberark1","concurrentSession":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok string
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("logon: %d %v", resp.StatusCode, err)
+	}
+	v := srv.Vault()
+	safe := ""
+	for i := v.Internal(); i < v.Len() && safe == ""; i++ {
+		if in := v.Info(i); in.Access == pamtest.AccessFull {
+			safe = in.URLID
+		}
+	}
+	return &pvwa{Server: srv, token: tok, member: srv.URL + "/API/Safes/" + safe + "/Members/Administrator/"}
+}
+
+// capacity is the PVWA's member reads per second: its slots (or the most
+// it serves before refusing) over its latency.
+func (p *pvwa) capacity() float64 {
+	f := p.Faults()
+	c := float64(max(f.Slots, f.MaxInFlight)) / (f.Latency + f.Jitter/2).Seconds()
+	if f.RateLimit > 0 {
+		c = min(c, f.RateLimit)
+	}
+	return c
+}
+
+// client is one worker process's view of the PVWA: its own connections
+// behind its own Adaptive.
+type client struct {
+	a      *throttle.Adaptive
+	rt     http.RoundTripper
+	limits []int // sampled during the measurement
+}
+
+func newClient(a *throttle.Adaptive) *client {
+	return &client{a: a, rt: a.Wrap(testTransport())}
+}
+
+// drive sends member reads from callers goroutines per client until ctx
+// ends; a client starts after its delay in delays (none when absent).
+func (p *pvwa) drive(ctx context.Context, t testing.TB, clients []*client, callers int, delays ...time.Duration) *sync.WaitGroup {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		hc := &http.Client{Transport: c.rt}
+		var delay time.Duration
+		if i < len(delays) {
+			delay = delays[i]
+		}
+		for range callers {
+			wg.Go(func() {
+				select {
+				case <-time.After(delay):
+				case <-ctx.Done():
+					return
+				}
+				for ctx.Err() == nil {
+					req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.member, nil)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					req.Header.Set("Authorization", p.token)
+					resp, err := hc.Do(req)
+					if err != nil {
+						continue
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		}
+	}
+	return &wg
+}
+
+// measured is what a measurement window saw at the PVWA.
+type measured struct {
+	ok, refused, errors int64
+	elapsed             time.Duration
+	ratio               float64 // member reads answered ÷ capacity
+	queue               pamtest.QueueStats
+	waitRatio           float64 // median queue wait ÷ service time
+	total               []int   // sum of the clients' limits, sampled
+}
+
+// measure resets the PVWA's counters, samples the clients' limits every 5 ms
+// for d, and returns what the PVWA counted.
+func (p *pvwa) measure(clients []*client, d time.Duration) measured {
+	for _, c := range clients {
+		c.limits = c.limits[:0]
+	}
+	p.ResetStats()
+	start := time.Now()
+	var m measured
+	for time.Since(start) < d {
+		sum := 0
+		for _, c := range clients {
+			l := c.a.Limit()
+			c.limits = append(c.limits, l)
+			sum += l
+		}
+		m.total = append(m.total, sum)
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := p.Stats()
+	m.elapsed = time.Since(start)
+	m.ok = st.Count(pamtest.RouteMember, 200) + st.Count(pamtest.RouteMember, 404)
+	m.refused = st.Faults.InFlight429 + st.Faults.Rate429
+	m.errors = st.Faults.Random500
+	m.ratio = float64(m.ok) / m.elapsed.Seconds() / p.capacity()
+	m.queue = st.Queue
+	if f := p.Faults(); f.Latency > 0 {
+		m.waitRatio = float64(st.Queue.Median()) / float64(f.Latency+f.Jitter/2)
+	}
+	return m
+}
+
+// median returns the median of xs (0 when empty).
+func median(xs []int) int {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

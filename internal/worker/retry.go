@@ -12,10 +12,14 @@ import (
 // failure itself before handing the job back to JetStream, and how long
 // JetStream then waits before delivering it again.
 type RetryPolicy struct {
-	// Attempts is the number of tries inside one delivery (default 3).
+	// Attempts is the number of tries inside one delivery (default 5).
 	Attempts int
 	// Base and Max bound the exponential backoff between tries
-	// (defaults 250ms and 10s); each delay gets up to 50% jitter.
+	// (defaults 50ms and 10s); each delay gets up to 50% jitter. A 5xx
+	// is most often an error of that one request (the adaptive limiter
+	// backs off by itself when errors become many), so the first retries
+	// come soon: 50, 100, 200, 400 ms, plus jitter, before the job is
+	// handed back to JetStream.
 	Base, Max time.Duration
 	// RedeliverBase and RedeliverMax bound the delay of NakWithDelay by
 	// delivery number (defaults 2s and 2m).
@@ -27,7 +31,7 @@ type RetryPolicy struct {
 
 // DefaultRetryPolicy returns the defaults documented on RetryPolicy.
 func DefaultRetryPolicy() RetryPolicy {
-	return RetryPolicy{Attempts: 3, Base: 250 * time.Millisecond, Max: 10 * time.Second,
+	return RetryPolicy{Attempts: 5, Base: 50 * time.Millisecond, Max: 10 * time.Second,
 		RedeliverBase: 2 * time.Second, RedeliverMax: 2 * time.Minute, MaxRetryAfter: 30 * time.Second}
 }
 

@@ -36,8 +36,20 @@ const (
 type Config struct {
 	// ID names the worker in results and logs (default host-pid).
 	ID string
-	// Concurrency is the number of jobs worked on at once (default 8).
+	// Concurrency is the most jobs worked on at once (default
+	// DefaultConcurrency): a safety ceiling, not the pace. With
+	// RequestLimit set, the worker holds about as many jobs as keep the
+	// PVWA requests it may send busy.
 	Concurrency int
+	// RequestLimit, when set, says how many PVWA requests the worker may
+	// have in flight now: the adaptive limit of its PVWA client
+	// (throttle.Adaptive.Limit). The worker then works on HoldFor(limit)
+	// jobs at once, within Concurrency, so that the limit, not the number
+	// of jobs, decides how hard the PVWA is asked, and no more jobs than
+	// that wait in this worker while other workers could take them (at
+	// the end of a run, jobs held by one worker are done at its pace
+	// only). Without it, the worker works on Concurrency jobs at once.
+	RequestLimit func() int
 	// ShutdownTimeout is how long jobs in flight may run on after Run's
 	// context ends before they are cancelled and handed back (default 60s).
 	ShutdownTimeout time.Duration
@@ -82,7 +94,27 @@ type Worker struct {
 	log     zerolog.Logger
 
 	inFlight atomic.Int64
+	finished chan struct{} // a job ended: room for another, maybe
 }
+
+// DefaultConcurrency is Config.Concurrency's default. With three workers
+// holding that many jobs each, the consumer's MaxAckPending (1024) still
+// leaves room for the jobs they have pulled and not started.
+const DefaultConcurrency = 256
+
+// pullBuffer bounds the jobs pulled from JetStream and not started yet:
+// enough that pulling is not the pipeline's bottleneck (fewer round trips
+// to the server), few enough that they start well within AckWait (they are
+// not heartbeated until started) unless the PVWA answers fewer than about
+// two calls a second.
+const pullBuffer = 64
+
+// HoldFor is the number of jobs a worker works on at once when its PVWA
+// client may have limit requests in flight: each job has at most one
+// request in flight, so limit jobs keep it busy; as many again wait for a
+// slot (so that a freed slot is taken at once) or are between requests
+// (reading an answer, publishing a result, sleeping before a retry).
+func HoldFor(limit int) int { return 2*max(limit, 1) + 4 }
 
 // New returns a worker applying jobs from streams through pvwa; results and
 // dead letters are published through js.
@@ -92,7 +124,7 @@ func New(ctx context.Context, cfg Config, pvwa PVWA, js jetstream.JetStream, str
 		cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 8
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 60 * time.Second
@@ -116,12 +148,34 @@ func New(ctx context.Context, cfg Config, pvwa PVWA, js jetstream.JetStream, str
 		}
 	}
 	return &Worker{
-		cfg:     cfg,
-		exec:    &Executor{PVWA: pvwa, Retry: cfg.Retry, Intents: intentsOf(streams)},
-		streams: streams,
-		js:      js,
-		log:     cfg.Logger.With().Str(logComponent, "worker").Logger(),
+		cfg:      cfg,
+		exec:     &Executor{PVWA: pvwa, Retry: cfg.Retry, Intents: intentsOf(streams)},
+		streams:  streams,
+		js:       js,
+		log:      cfg.Logger.With().Str(logComponent, "worker").Logger(),
+		finished: make(chan struct{}, 1),
 	}, nil
+}
+
+// hold is the number of jobs to work on at once now.
+func (w *Worker) hold() int {
+	if w.cfg.RequestLimit == nil {
+		return w.cfg.Concurrency
+	}
+	return min(HoldFor(w.cfg.RequestLimit()), w.cfg.Concurrency)
+}
+
+// waitRoom waits until fewer than hold jobs are in flight, or ctx ends. A
+// job's end wakes it; so does a tick, for a limit that grew meanwhile.
+func (w *Worker) waitRoom(ctx context.Context, tick <-chan time.Time) {
+	for int(w.inFlight.Load()) >= w.hold() {
+		select {
+		case <-w.finished:
+		case <-tick:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // InFlight returns the number of jobs being worked on now.
@@ -136,7 +190,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// holding our pull request dies (a cluster node lost), the iterator
 	// notices within seconds and pulls again from another node, instead
 	// of waiting out the default 30 s expiry.
-	it, err := w.streams.Workers.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency),
+	it, err := w.streams.Workers.Messages(jetstream.PullMaxMessages(min(w.cfg.Concurrency, pullBuffer)),
 		jetstream.PullExpiry(10*time.Second), jetstream.PullHeartbeat(2*time.Second))
 	if err != nil {
 		return fmt.Errorf("consume jobs: %w", err)
@@ -165,8 +219,11 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var g errgroup.Group
 	g.SetLimit(w.cfg.Concurrency)
-	w.log.Info().Int("concurrency", w.cfg.Concurrency).Msg("worker started")
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	w.log.Info().Int("concurrency", w.cfg.Concurrency).Bool("follows_request_limit", w.cfg.RequestLimit != nil).Msg("worker started")
 	for {
+		w.waitRoom(ctx, tick.C)
 		msg, err := it.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -182,7 +239,15 @@ func (w *Worker) Run(ctx context.Context) error {
 			_ = msg.Nak()
 			continue
 		}
+		w.inFlight.Add(1) // counted from here, so waitRoom sees it at once
 		g.Go(func() error {
+			defer func() {
+				w.inFlight.Add(-1)
+				select {
+				case w.finished <- struct{}{}:
+				default:
+				}
+			}()
 			w.handle(jobCtx, msg)
 			return nil
 		})
@@ -195,8 +260,6 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // handle works one message to its end: one result and one ack, nak or term.
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
-	w.inFlight.Add(1)
-	defer w.inFlight.Add(-1)
 	start := time.Now()
 	meta, err := msg.Metadata()
 	if err != nil {

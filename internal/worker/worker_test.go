@@ -2,8 +2,11 @@ package worker
 
 import (
 	"context"
+	"fmt"
+	"iter"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/safeperm/safeperm/internal/natsembed/natstest"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 type natsEnv struct {
@@ -122,9 +126,17 @@ func TestWorkerRunConverges(t *testing.T) {
 			t.Errorf("%s: vault holds %v, want %s", name, m.Permissions, in.PSMPermissions|want)
 		}
 	}
-	if n, _ := env.streams.Jobs.Info(context.Background()); n.State.Msgs != 0 {
-		t.Errorf("%d jobs left in the work queue", n.State.Msgs)
-	}
+	// The last ack follows the last result: wait for it.
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
+		n, err := env.streams.Jobs.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		if n.State.Msgs != 0 {
+			return fmt.Errorf("%d jobs left in the work queue", n.State.Msgs)
+		}
+		return nil
+	})
 }
 
 func fastRetry() RetryPolicy {
@@ -329,5 +341,73 @@ func TestIntentSurvivesCrash(t *testing.T) {
 	res, _, err := (&Executor{PVWA: c, Retry: DefaultRetryPolicy(), Intents: env.streams.Intents}).ExecuteDelivery(context.Background(), jobFor(in, jobs.ModeApply), 2)
 	if err != nil || res.Status != jobs.StatusUnchanged {
 		t.Fatalf("compliant Safe on a redelivery without intent: %s %v", res.Status, err)
+	}
+}
+
+// gatePVWA answers every read "compliant", after the test opens its gate;
+// it counts the reads waiting at once.
+type gatePVWA struct {
+	gate    chan struct{}
+	waiting atomic.Int64
+	peak    atomic.Int64
+}
+
+func (g *gatePVWA) Member(ctx context.Context, safe, name string) (pam.Member, error) {
+	n := g.waiting.Add(1)
+	defer g.waiting.Add(-1)
+	for p := g.peak.Load(); n > p && !g.peak.CompareAndSwap(p, n); p = g.peak.Load() {
+	}
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return pam.Member{}, ctx.Err()
+	}
+	return pam.Member{SafeURLID: safe, Name: name, Type: "Group", Permissions: want}, nil
+}
+func (g *gatePVWA) Members(context.Context, string, ...pam.MembersOptions) iter.Seq2[pam.Member, error] {
+	return func(yield func(pam.Member, error) bool) { yield(pam.Member{}, fmt.Errorf("unexpected listing")) }
+}
+func (g *gatePVWA) AddMember(context.Context, string, pam.NewMember) (pam.Member, error) {
+	return pam.Member{}, fmt.Errorf("unexpected write")
+}
+func (g *gatePVWA) UpdateMember(context.Context, string, string, pam.MemberUpdate) (pam.Member, error) {
+	return pam.Member{}, fmt.Errorf("unexpected write")
+}
+func (g *gatePVWA) DeleteMember(context.Context, string, string) error {
+	return fmt.Errorf("unexpected write")
+}
+
+// TestWorkerHoldFollowsRequestLimit: with RequestLimit, the worker works on
+// HoldFor(limit) jobs at once, follows the limit up, and stays within
+// Concurrency.
+func TestWorkerHoldFollowsRequestLimit(t *testing.T) {
+	env := startNATS(t, nil)
+	srv, _ := newSim(t, pamtest.Options{Safes: 400, Seed: 23})
+	g := &gatePVWA{gate: make(chan struct{})}
+	var limit atomic.Int64
+	limit.Store(3)
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := runWorker(t, ctx, env, g, Config{Concurrency: 40, RequestLimit: func() int { return int(limit.Load()) }, Retry: fastRetry()})
+	defer func() { cancel(); wait() }()
+	safes := publishAll(t, env, srv, "run-hold", jobs.ModeApply)
+
+	waitFor := func(n int64) {
+		t.Helper()
+		testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+			if got := g.waiting.Load(); got != n {
+				return fmt.Errorf("%d jobs at the PVWA, want %d", got, n)
+			}
+			return nil
+		})
+	}
+	waitFor(int64(HoldFor(3)))
+	limit.Store(10)
+	waitFor(int64(HoldFor(10)))
+	limit.Store(100) // HoldFor(100) is above Concurrency
+	waitFor(40)
+	close(g.gate)
+	collect(t, env, "run-hold", len(safes), 30*time.Second)
+	if p := g.peak.Load(); p != 40 {
+		t.Errorf("peak %d jobs at once, want Concurrency 40", p)
 	}
 }

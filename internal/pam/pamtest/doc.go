@@ -156,7 +156,10 @@
 // Options.Faults (changeable with SetFaults or PUT /_admin/faults) apply to
 // the Safes and members routes (and, with IncludeAuth, to logon, logoff and
 // token), in this order: MaxInFlight (429 at once), RateLimit (429 at once),
-// Latency+Jitter, then one draw for P500 (IIS HTML 500), P429 and P403
+// a slot (Slots: at most that many requests served at once, the others wait
+// first come, first served; every PVWA request takes one, logon and logoff
+// included), Latency+Jitter while holding it (the service time), then one
+// draw for P500 (IIS HTML 500), P429 and P403
 // (403 CAWS00001E), then for writes a draw for PWriteApplied500 (the write
 // is applied, then answered with the HTML 500). A fraction P429RetryAfter of
 // all 429s carries Retry-After (RetryAfter, whole seconds). The draws come
@@ -168,7 +171,7 @@
 // Under /_admin/ on the same listener (Server.AdminURL), never requiring a
 // token and exempt from faults:
 //
-//	GET    /_admin/stats[?perSafe=1]   Stats as JSON
+//	GET    /_admin/stats[?perSafe=1]   Stats as JSON (queue: time waited for a slot, median and p95)
 //	POST   /_admin/reset-stats         ResetStats, 204
 //	GET    /_admin/state               JSON Lines, one SafeState per Safe, streamed;
 //	       ?safe=NAME one Safe, ?changed=1 only changed Safes, ?member=NAME only that member

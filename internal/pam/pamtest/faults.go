@@ -114,6 +114,7 @@ type faultsJSON struct {
 	Latency          *string  `json:"latency,omitempty"`
 	Jitter           *string  `json:"jitter,omitempty"`
 	MaxInFlight      *int     `json:"maxInFlight,omitempty"`
+	Slots            *int     `json:"slots,omitempty"`
 	RateLimit        *float64 `json:"rateLimit,omitempty"`
 	RateBurst        *int     `json:"rateBurst,omitempty"`
 	P500             *float64 `json:"p500,omitempty"`
@@ -129,7 +130,7 @@ type faultsJSON struct {
 func (f Faults) MarshalJSON() ([]byte, error) {
 	s := func(d time.Duration) *string { v := d.String(); return &v }
 	return json.Marshal(faultsJSON{
-		Latency: s(f.Latency), Jitter: s(f.Jitter), MaxInFlight: &f.MaxInFlight,
+		Latency: s(f.Latency), Jitter: s(f.Jitter), MaxInFlight: &f.MaxInFlight, Slots: &f.Slots,
 		RateLimit: &f.RateLimit, RateBurst: &f.RateBurst, P500: &f.P500, P429: &f.P429,
 		P429RetryAfter: &f.P429RetryAfter, RetryAfter: s(f.RetryAfter), P403: &f.P403,
 		PWriteApplied500: &f.PWriteApplied500, IncludeAuth: &f.IncludeAuth,
@@ -174,6 +175,7 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 		}
 	}
 	setInt(&f.MaxInFlight, j.MaxInFlight)
+	setInt(&f.Slots, j.Slots)
 	setInt(&f.RateBurst, j.RateBurst)
 	setF(&f.RateLimit, j.RateLimit)
 	setF(&f.P500, j.P500)

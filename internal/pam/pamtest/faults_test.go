@@ -1,6 +1,7 @@
 package pamtest_test
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 // within reports whether got is within 5 standard deviations of n*p.
@@ -198,4 +200,120 @@ func TestWriteApplied500(t *testing.T) {
 	if st.Faults.WriteApplied500 != 2 || st.MemberWrites.Total != 2 {
 		t.Errorf("stats %+v %+v", st.Faults, st.MemberWrites)
 	}
+}
+
+func TestSlotsQueueFirstComeFirstServed(t *testing.T) {
+	t.Parallel()
+	srv := newSim(t, pamtest.Options{Safes: 20, Faults: pamtest.Faults{Slots: 2, Latency: 300 * time.Millisecond}})
+	tok := admin(t, srv) // takes a slot at once
+	if q := srv.Stats().Queue; q.Slots != 2 || q.Count != 1 || q.Waited != 0 {
+		t.Fatalf("after logon: %+v", q)
+	}
+	var (
+		mu    sync.Mutex
+		order []int
+		wg    sync.WaitGroup
+	)
+	send := func(k int) {
+		wg.Go(func() {
+			r, err := tryCall(srv, "GET", "/PasswordVault/API/Safes", tok, nil)
+			if err != nil || r.status != 200 {
+				t.Errorf("request %d: %v %d", k, err, r.status)
+			}
+			mu.Lock()
+			order = append(order, k)
+			mu.Unlock()
+		})
+	}
+	waitFor := func(inFlight, queued int64) {
+		t.Helper()
+		testutil.Eventually(t, 10*time.Second, 2*time.Millisecond, func() error {
+			st := srv.Stats()
+			if st.InFlight != inFlight || st.Queue.Queued != queued {
+				return fmt.Errorf("in flight %d, queued %d; want %d, %d", st.InFlight, st.Queue.Queued, inFlight, queued)
+			}
+			return nil
+		})
+	}
+	send(0)
+	send(1)
+	waitFor(2, 0)
+	// Two more than the slots queue; nothing is refused. Each is sent once
+	// the one before is seen waiting, so the queue order is known.
+	for k := 2; k < 6; k++ {
+		send(k)
+		waitFor(int64(k+1), int64(k-1))
+	}
+	wg.Wait()
+	st := srv.Stats()
+	if st.Faults.InFlight429+st.Faults.Rate429 != 0 || st.Queue.Queued != 0 || st.Queue.PeakQueued != 4 {
+		t.Errorf("refused %d, queued %d, peak queued %d", st.Faults.InFlight429+st.Faults.Rate429, st.Queue.Queued, st.Queue.PeakQueued)
+	}
+	if st.Queue.Count != 7 || st.Queue.Waited != 4 {
+		t.Errorf("queue count %d waited %d, want 7 and 4", st.Queue.Count, st.Queue.Waited)
+	}
+	// Requests 2 and 3 waited for one service time, 4 and 5 for two: served
+	// in their order of arrival.
+	pos := map[int]int{}
+	for i, k := range order {
+		pos[k] = i
+	}
+	for _, early := range []int{2, 3} {
+		for _, late := range []int{4, 5} {
+			if pos[early] > pos[late] {
+				t.Errorf("request %d (queued earlier) finished after %d: order %v", early, late, order)
+			}
+		}
+	}
+	// 7 requests: 3 did not wait (logon, 0, 1), so the median is a wait.
+	if st.Queue.Median() <= 0 || st.Queue.P95() < st.Queue.Median() || st.Queue.Max() < st.Queue.P95()*9/10 {
+		t.Errorf("queue waits median %s p95 %s max %s", st.Queue.Median(), st.Queue.P95(), st.Queue.Max())
+	}
+
+	// Over the admin API, and reset.
+	var js struct {
+		Queue pamtest.QueueStats `json:"queue"`
+	}
+	call(t, srv, "GET", "/_admin/stats", "", nil).decode(t, &js)
+	if js.Queue.Count != st.Queue.Count || js.Queue.MedianMs != st.Queue.MedianMs {
+		t.Errorf("admin stats queue %+v, want %+v", js.Queue, st.Queue)
+	}
+	if r := call(t, srv, "POST", "/_admin/reset-stats", "", nil); r.status != 204 {
+		t.Fatalf("reset-stats = %d", r.status)
+	}
+	if q := srv.Stats().Queue; q.Count != 0 || q.Waited != 0 || q.MedianMs != 0 || q.MaxMs != 0 || q.Slots != 2 {
+		t.Errorf("after reset: %+v", q)
+	}
+}
+
+func TestSlotsGrowAtRunTime(t *testing.T) {
+	t.Parallel()
+	srv := newSim(t, pamtest.Options{Safes: 20, Faults: pamtest.Faults{Slots: 1, Latency: time.Hour}})
+	tok := admin(t, srv)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if r, err := tryCall(srv, "GET", "/PasswordVault/API/Safes", tok, nil); err != nil || r.status != 200 {
+				t.Errorf("%v %d", err, r.status)
+			}
+		})
+	}
+	testutil.Eventually(t, 10*time.Second, 2*time.Millisecond, func() error {
+		if q := srv.Stats().Queue; q.Queued != 2 {
+			return fmt.Errorf("queued %d, want 2", q.Queued)
+		}
+		return nil
+	})
+	// More slots let the waiters in at once; no latency lets all finish.
+	if r := call(t, srv, "PUT", "/_admin/faults", "", `{"slots":4,"latency":"0s"}`); r.status != 200 || srv.Faults().Slots != 4 {
+		t.Fatalf("PUT faults = %d %s", r.status, r.body)
+	}
+	testutil.Eventually(t, 10*time.Second, 2*time.Millisecond, func() error {
+		if q := srv.Stats().Queue; q.Queued != 0 {
+			return fmt.Errorf("queued %d, want 0", q.Queued)
+		}
+		return nil
+	})
+	srv.Close() // cuts the first request's hour short
+	wg.Wait()
 }

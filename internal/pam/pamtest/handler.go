@@ -46,6 +46,7 @@ type Handler struct {
 	st   *store
 	ss   *sessions
 	inj  *injector
+	q    *slots
 	c    counters
 
 	done      chan struct{}
@@ -67,6 +68,7 @@ func NewHandler(opts Options) (*Handler, error) {
 		v:    v,
 		st:   newStore(v),
 		inj:  newInjector(opts.Faults, opts.FaultSeed),
+		q:    newSlots(opts.Faults.Slots),
 		done: make(chan struct{}),
 	}
 	h.ss = newSessions(opts.TokenTTL, opts.IdleTimeout, opts.Now, &h.c.ended)
@@ -89,6 +91,7 @@ func (h *Handler) SetFaults(f Faults) error {
 		return err
 	}
 	h.inj.set(f)
+	h.q.setCap(f.Slots)
 	return nil
 }
 
@@ -281,7 +284,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.route = route
 	fs := h.inj.load()
 	faulty := route >= routeSafes || fs.f.IncludeAuth
-	if faulty && !h.inject(c, fs, cur) {
+	if faulty && !h.refuse(c, fs, cur) {
+		return
+	}
+	if route != routeToken {
+		// Every PVWA request waits for a slot (Faults.Slots), logon and
+		// logoff included: IIS queues them like any other. The Identity
+		// token endpoint is another service.
+		release, ok := h.q.acquire(r.Context(), h.done)
+		if !ok {
+			c.w.status = 499 // client gone while queued; nothing can be written
+			return
+		}
+		defer release()
+		fs = h.inj.load() // the faults in force when its service starts
+	}
+	if faulty && !h.inject(c, fs) {
 		return
 	}
 	h.c.admit(cur)
@@ -315,8 +333,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// inject applies the faults to c; it returns false when it answered.
-func (h *Handler) inject(c *call, fs *faultState, cur int64) bool {
+// refuse applies the faults decided when a request arrives, before it
+// queues for a slot: MaxInFlight and RateLimit. It returns false when it
+// answered.
+func (h *Handler) refuse(c *call, fs *faultState, cur int64) bool {
 	f := &fs.f
 	if f.MaxInFlight > 0 && cur > int64(f.MaxInFlight) {
 		h.c.inFlight429.Add(1)
@@ -328,6 +348,14 @@ func (h *Handler) inject(c *call, fs *faultState, cur int64) bool {
 		c.tooMany(f)
 		return false
 	}
+	return true
+}
+
+// inject applies the faults of a request holding its slot: the latency
+// (the service time), then the drawn failures. It returns false when it
+// answered.
+func (h *Handler) inject(c *call, fs *faultState) bool {
+	f := &fs.f
 	if d := f.Latency; d > 0 || f.Jitter > 0 {
 		if f.Jitter > 0 {
 			d += time.Duration(h.inj.draw() * float64(f.Jitter))

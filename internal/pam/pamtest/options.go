@@ -241,8 +241,19 @@ type Faults struct {
 	Latency time.Duration
 	Jitter  time.Duration
 	// MaxInFlight answers 429 at once to a request that arrives while that
-	// many requests are being served (0 = unlimited).
+	// many requests are in flight, being served or waiting for a slot
+	// (0 = unlimited).
 	MaxInFlight int
+	// Slots serves at most that many API requests at once and queues the
+	// others first come, first served, as IIS does: nothing is refused, the
+	// latency grows with the queue (0 = no queue, every request is served
+	// at once). Every request under /PasswordVault that the simulator
+	// routes takes a slot, logon and logoff included (they hold it only for
+	// their own processing, since Latency applies to them only with
+	// IncludeAuth); the Identity token endpoint and the admin API do not.
+	// Latency and Jitter are the service time, spent holding the slot;
+	// Stats.Queue reports the time spent waiting for one.
+	Slots int
 	// RateLimit is the allowed requests per second over a token bucket of
 	// RateBurst (default: max(1, RateLimit)); excess requests get 429 at
 	// once. 0 = unlimited.
@@ -416,6 +427,9 @@ func (f Faults) validate(prefix string) error {
 	}
 	if f.MaxInFlight < 0 {
 		bad("MaxInFlight", f.MaxInFlight, "must not be negative")
+	}
+	if f.Slots < 0 {
+		bad("Slots", f.Slots, "must not be negative")
 	}
 	if f.RateLimit < 0 || math.IsNaN(f.RateLimit) || math.IsInf(f.RateLimit, 0) {
 		bad("RateLimit", f.RateLimit, "must be a finite number >= 0")

@@ -99,8 +99,9 @@ type Stats struct {
 	Requests map[string]map[int]int64 `json:"requests"`
 	// RequestsTotal is the sum of Requests.
 	RequestsTotal int64 `json:"requestsTotal"`
-	// InFlight is the number of API requests being served now; PeakInFlight
-	// the most served at once (requests refused by MaxInFlight not counted).
+	// InFlight is the number of API requests being served now (or waiting
+	// for a slot, with Faults.Slots); PeakInFlight the most at once
+	// (requests refused by MaxInFlight or RateLimit not counted).
 	InFlight     int64 `json:"inFlight"`
 	PeakInFlight int64 `json:"peakInFlight"`
 	// Logons counts successful logons and Identity tokens; LogonFailures
@@ -120,6 +121,8 @@ type Stats struct {
 	WritesBySafe map[string]int64 `json:"writesBySafe,omitempty"`
 	// Faults counts the injected failures.
 	Faults FaultStats `json:"faults"`
+	// Queue describes the time requests waited for a slot (Faults.Slots).
+	Queue QueueStats `json:"queue"`
 }
 
 // Count returns the number of requests to route (a Route* constant)
@@ -172,6 +175,7 @@ func (h *Handler) stats(allSafes bool) Stats {
 			InFlight429: c.inFlight429.Load(), Rate429: c.rate429.Load(), Random429: c.random429.Load(),
 			Random500: c.random500.Load(), Random403: c.random403.Load(), WriteApplied500: c.applied500.Load(),
 		},
+		Queue: h.q.stats(),
 	}
 	s.MemberWrites.Total = s.MemberWrites.Add + s.MemberWrites.Update + s.MemberWrites.Delete
 	for r := routeID(0); r < numRoutes; r++ {
@@ -206,10 +210,12 @@ func (h *Handler) stats(allSafes bool) Stats {
 	return s
 }
 
-// ResetStats zeroes every counter (the peak restarts from the current
-// number in flight) and the per-Safe write counts. The vault is unchanged.
+// ResetStats zeroes every counter (the peaks restart from the current
+// numbers in flight and queued), the queue's wait times and the per-Safe
+// write counts. The vault is unchanged.
 func (h *Handler) ResetStats() {
 	h.c.reset(h.opts.Now())
+	h.q.reset()
 	for k := range h.st.shards {
 		sh := &h.st.shards[k]
 		sh.mu.Lock()
