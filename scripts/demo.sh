@@ -34,7 +34,7 @@ calls() { curl -fsS "$admin/stats" | sed -n 's/.*"requestsTotal":\([0-9]*\).*/\1
 export SAFEPERM_PASSWORD=Cyberark1
 run() {
 	"$BIN/planner" run --pvwa-url "$url" --user Administrator \
-		--data-dir "$work/data" --workers 4 --concurrency 16 --rate 0 --log-level error "$@"
+		--data-dir "$work/data" --log-level error "$@"
 }
 
 say "Run 1: grant PSMAppUsers listAccounts+unlockAccounts on every Safe"
