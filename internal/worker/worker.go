@@ -95,7 +95,17 @@ type Worker struct {
 
 	inFlight atomic.Int64
 	finished chan struct{} // a job ended: room for another, maybe
+	// noisy rate-limits the warnings that come once per Safe (a failed
+	// Safe, a job handed back): thousands of Safes failing alike would
+	// otherwise flood the log; the results and the summary count them all.
+	noisy zerolog.Sampler
 }
+
+// Log sampling of per-Safe warnings: at most noisyBurst per noisyPeriod.
+const (
+	noisyBurst  = 10
+	noisyPeriod = 30 * time.Second
+)
 
 // DefaultConcurrency is Config.Concurrency's default. With three workers
 // holding that many jobs each, the consumer's MaxAckPending (1024) still
@@ -154,6 +164,7 @@ func New(ctx context.Context, cfg Config, pvwa PVWA, js jetstream.JetStream, str
 		js:       js,
 		log:      cfg.Logger.With().Str(logComponent, "worker").Logger(),
 		finished: make(chan struct{}, 1),
+		noisy:    &zerolog.BurstSampler{Burst: noisyBurst, Period: noisyPeriod},
 	}, nil
 }
 
@@ -294,7 +305,8 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.deadLetter(ctx, msg, res.Error)
 	default:
 		delay := w.cfg.Retry.Redeliver(meta.NumDelivered, err)
-		log.Warn().Err(err).Dur("retry_in", delay).Msg("transient failure; job handed back")
+		sampled := log.Sample(w.noisy)
+		sampled.Warn().Err(err).Dur("retry_in", delay).Msg("transient failure; job handed back")
 		w.cfg.Observer.JobRetried(meta.NumDelivered)
 		_ = msg.NakWithDelay(delay)
 		return
@@ -317,7 +329,8 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	ev := log.Debug()
 	if res.Status == jobs.StatusFailed {
-		ev = log.Warn().Str("error_code", res.ErrorCode).Str("error", res.Error)
+		sampled := log.Sample(w.noisy)
+		ev = sampled.Warn().Str("error_code", res.ErrorCode).Str("error", res.Error)
 	}
 	ev.Str(logStatus, string(res.Status)).Int("attempts", attempts).Dur("took", time.Since(start)).Msg("job done")
 	w.cfg.Observer.JobFinished(res.Status, time.Since(start))
