@@ -96,6 +96,50 @@ func (c *Client) Safes(ctx context.Context, opt SafesOptions) iter.Seq2[Safe, er
 	}
 }
 
+// SafesPage is one page of the Safe list.
+type SafesPage struct {
+	// Safes are the page's Safes, in listing order.
+	Safes []Safe
+	// Count is the total number of Safes the caller can see, when the
+	// PVWA said (HasCount).
+	Count    int
+	HasCount bool
+	// More is true when the PVWA says more pages follow (a nextLink).
+	More bool
+}
+
+// SafesPage fetches the one page of the Safe list that starts at
+// opt.Offset (GET /API/Safes?offset&limit), for callers that fetch pages
+// side by side: the first page's Count and the number of Safes it holds
+// (the PVWA may cap the limit) give every other page's offset. Safes with
+// a nextLink is the way to read the list in order.
+func (c *Client) SafesPage(ctx context.Context, opt SafesOptions) (SafesPage, error) {
+	limit := orDefault(opt.Limit, c.s.safesLimit)
+	st := &pageState{limit: limit, offset: int64(max(opt.Offset, 0)), search: opt.Search}
+	rq := &request{op: "list safes", method: http.MethodGet, route: "/API/Safes", path: c.apiPath("Safes"), query: st.query()}
+	var out SafesPage
+	err := c.do(ctx, rq, func(resp *http.Response) error {
+		out.Safes = out.Safes[:0] // a replayed request starts over
+		pi, err := decodePage(resp.Body, safeListKeys, func(dec *json.Decoder) error {
+			var w wireSafe
+			if err := dec.Decode(&w); err != nil {
+				return err
+			}
+			s, err := w.safe()
+			if err == nil {
+				out.Safes = append(out.Safes, s)
+			}
+			return err
+		})
+		if err == nil && !pi.hasList {
+			err = fmt.Errorf("answer has no list (%s)", strings.Join(safeListKeys, " or "))
+		}
+		out.Count, out.HasCount, out.More = int(pi.count), pi.hasCount, pi.nextLink != ""
+		return err
+	})
+	return out, err
+}
+
 // listPages runs a paged listing for an iterator: it fetches a page with
 // rq, decodes its items with item (holding that page only), yields them,
 // and goes on with the next page (see nextPage) until the end, an error

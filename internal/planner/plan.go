@@ -112,11 +112,8 @@ func Publish(ctx context.Context, p Plan, safes Lister, sink Sink) (Summary, err
 		p.Filter.Internal = internal
 	}
 
-	for s, err := range allSafes(ctx, safes, log) {
-		if err != nil {
-			return sum, fmt.Errorf("list Safes (CPM pass): %w", err)
-		}
-		internal.AddCPMsFrom(s.ManagingCPM)
+	if err := managingCPMs(ctx, safes, log, internal.AddCPMsFrom); err != nil {
+		return sum, fmt.Errorf("list Safes (CPM pass): %w", err)
 	}
 	sum.CPMs = internal.CPMs()
 	log.Info().Strs("cpms", sum.CPMs).Msg("CPM users found")

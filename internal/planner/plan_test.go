@@ -358,3 +358,39 @@ func TestStartPolicy(t *testing.T) {
 		t.Errorf("%d skipped results say no rule applies, want %d", skippedNoRule, noRule)
 	}
 }
+
+// TestCPMPassByPage: the first pass reads the pages side by side and
+// learns the same CPM users as the pass in order, each page once; the plan
+// is the same.
+func TestCPMPassByPage(t *testing.T) {
+	e := newEnv(t, 1200)
+	c, err := pam.New(pam.Config{BaseURL: e.srv.URL, Username: pamtest.DefaultAdminUser,
+		Password: secret.New(pamtest.DefaultAdminPassword), SafesPageSize: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	ctx := testutil.Context(t, 30*time.Second)
+	if err := c.Logon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var inOrder []string
+	for s, err := range c.Safes(ctx, pam.SafesOptions{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		inOrder = append(inOrder, s.ManagingCPM)
+	}
+	e.srv.ResetStats()
+	var byPage []string
+	if err := managingCPMs(ctx, c, zerolog.Nop(), func(m string) { byPage = append(byPage, m) }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(byPage, "|") != strings.Join(inOrder, "|") {
+		t.Fatalf("by page: %d values, in order: %d; want the same, in listing order", len(byPage), len(inOrder))
+	}
+	pages := (len(inOrder) + 49) / 50
+	if got := e.srv.Stats().Count(pamtest.RouteSafes, 200); int(got) != pages {
+		t.Errorf("%d page requests, want %d (each page once)", got, pages)
+	}
+}
