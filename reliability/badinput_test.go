@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/safeperm/safeperm/internal/jobs"
+	"github.com/safeperm/safeperm/internal/proctest"
 	"github.com/safeperm/safeperm/internal/testutil"
 )
 
@@ -31,7 +32,7 @@ func TestBadInput(t *testing.T) {
 		"utf16.txt":   append([]byte{0xFF, 0xFE}, []byte("S\x00a\x00f\x00e\x00\n\x00")...),
 		"nul.txt":     []byte("Finance Team 001\nbad\x00name\n"),
 		"latin1.txt":  []byte("ok\nZ\xfcrich Ops 3\n"),
-		"star.txt":    []byte("# comment\nSafe A\nFinance*\n"),
+		"pipe.txt":    []byte("# comment\nSafe A\nFinance|Ops\n"),
 		"toolong.txt": []byte("a\nb\n" + strings.Repeat("x", 300) + "\n"),
 	}
 	for name, b := range files {
@@ -49,7 +50,7 @@ func TestBadInput(t *testing.T) {
 		{"include UTF-16", "planner", []string{"--include", f("utf16.txt")}, good, []string{"utf16.txt", "UTF-16"}},
 		{"include NUL", "planner", []string{"--include", f("nul.txt")}, good, []string{"nul.txt line 2", "binary"}},
 		{"include invalid UTF-8", "planner", []string{"--include", f("latin1.txt")}, good, []string{"latin1.txt line 2", "UTF-8"}},
-		{"include name with *", "planner", []string{"--include", f("star.txt")}, good, []string{"star.txt line 3", "not allowed"}},
+		{"include name with |", "planner", []string{"--include", f("pipe.txt")}, good, []string{"pipe.txt line 3", "not allowed"}},
 		{"include name too long", "planner", []string{"--include", f("toolong.txt")}, good, []string{"toolong.txt line 3", "too long"}},
 		{"exclude invalid UTF-8", "planner", []string{"--exclude", f("latin1.txt")}, good, []string{"--exclude", "latin1.txt line 2"}},
 		{"unknown permission", "planner", []string{"--permissions", "listAccounts,unlockEverything"}, good, []string{"--permissions", "unlockEverything"}},
@@ -76,14 +77,14 @@ func TestBadInput(t *testing.T) {
 			}
 			args = append(args, tc.args...)
 			p := start(t, tc.bin, tc.env, bin(t, tc.bin), args...)
-			code := p.wait(t, 30*time.Second)
-			stderr := p.stderr.String()
+			code := p.Wait(t, 30*time.Second)
+			stderr := p.Stderr.String()
 			if code != 2 {
-				t.Errorf("exit %d, want 2\nstderr:\n%s", code, tail(stderr, 2000))
+				t.Errorf("exit %d, want 2\nstderr:\n%s", code, proctest.Tail(stderr, 2000))
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(stderr, w) {
-					t.Errorf("stderr lacks %q:\n%s", w, tail(stderr, 2000))
+					t.Errorf("stderr lacks %q:\n%s", w, proctest.Tail(stderr, 2000))
 				}
 			}
 		})
@@ -176,7 +177,7 @@ func TestPoisonJobs(t *testing.T) {
 	if jinfo.State.Msgs != 0 {
 		t.Errorf("%d poison jobs left in %s", jinfo.State.Msgs, jobs.JobsStream)
 	}
-	w.stop(10 * time.Second)
+	w.Stop(10 * time.Second)
 	if st := s.stats(t); st.MemberWrites.Total != 0 {
 		t.Errorf("memberWrites.total = %d", st.MemberWrites.Total)
 	}

@@ -44,9 +44,9 @@ func TestNATSNodeLoss(t *testing.T) {
 	include := writeFile(t, dir, "one.txt", s.find(1, inScopeDefault)[0].Name+"\n")
 	early := start(t, "planner-early", s.env(), bin(t, "planner"), plannerArgs(s, url, "--run-id", "early", "--watch=false",
 		"--nats-replicas", "3", "--mode", "check", "--include", include)...)
-	earlyCode := early.wait(t, 2*time.Minute)
+	earlyCode := early.Wait(t, 2*time.Minute)
 	if earlyCode != 0 {
-		logFigure(t, "node loss: a planner started on a forming cluster exited %d: %s", earlyCode, firstLine(grepLine(early.stderr.String(), "planner:")))
+		logFigure(t, "node loss: a planner started on a forming cluster exited %d: %s", earlyCode, firstLine(grepLine(early.Stderr.String(), "planner:")))
 	} else {
 		logFigure(t, "node loss: a planner started on a forming cluster succeeded")
 	}
@@ -56,8 +56,8 @@ func TestNATSNodeLoss(t *testing.T) {
 
 	const run = "node-loss-1"
 	planner := start(t, "planner", s.env(), bin(t, "planner"), plannerArgs(s, url, "--run-id", run, "--watch=false", "--rate", "0", "--nats-replicas", "3")...)
-	if code := planner.wait(t, 2*time.Minute); code != 0 {
-		t.Fatalf("planner exit %d\n%s\n%s", code, planner.stdout.String(), planner.stderr.String())
+	if code := planner.Wait(t, 2*time.Minute); code != 0 {
+		t.Fatalf("planner exit %d\n%s\n%s", code, planner.Stdout.String(), planner.Stderr.String())
 	}
 	setAckWait(t, js, 3, 5*time.Second)
 	// Workers get --nats-replicas 3 too: they create the rate budget's
@@ -93,8 +93,8 @@ func TestNATSNodeLoss(t *testing.T) {
 		if victim == nil {
 			t.Fatalf("no node named %q (%s)", leader, why)
 		}
-		victim.kill()
-		kills = append(kills, fmt.Sprintf("%s (%s)", victim.name, why))
+		victim.Kill()
+		kills = append(kills, fmt.Sprintf("%s (%s)", victim.Name, why))
 		before := countResults(t, js, run)
 		// Work goes on without it: results keep coming on two nodes.
 		stalled := time.Now().Add(45 * time.Second)
@@ -104,7 +104,7 @@ func TestNATSNodeLoss(t *testing.T) {
 				break
 			}
 			if time.Now().After(stalled) {
-				t.Errorf("with %s (%s) down, results stalled at %d for 45s: %s", victim.name, why, n, describeStreams(js))
+				t.Errorf("with %s (%s) down, results stalled at %d for 45s: %s", victim.Name, why, n, describeStreams(js))
 				break
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -114,7 +114,7 @@ func TestNATSNodeLoss(t *testing.T) {
 
 	out := waitRun(t, js, run, map[bool]time.Duration{false: 4 * time.Minute, true: 20 * time.Minute}[soak()])
 	for _, w := range workers {
-		w.stop(10 * time.Second)
+		w.Stop(10 * time.Second)
 	}
 	v := verify(t, s, pamtest.PSMAppUsers, wantPerms, inScopeDefault)
 	perSafe, total := rawResults(t, js, run)

@@ -13,6 +13,7 @@ import (
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
 	"github.com/safeperm/safeperm/internal/policy"
+	"github.com/safeperm/safeperm/internal/proctest"
 )
 
 // TestConcurrentPlanners starts two planners at the same moment for the
@@ -39,13 +40,13 @@ func TestConcurrentPlanners(t *testing.T) {
 	}
 	var codes []int
 	for _, p := range ps {
-		code := p.wait(t, 2*time.Minute)
+		code := p.Wait(t, 2*time.Minute)
 		codes = append(codes, code)
 		if code != 0 && code != 2 {
-			t.Errorf("%s exit %d\n%s", p.name, code, tail(p.stderr.String(), 2000))
+			t.Errorf("%s exit %d\n%s", p.Name, code, proctest.Tail(p.Stderr.String(), 2000))
 		}
 		if code == 2 {
-			logFigure(t, "concurrent planners: %s refused: %s", p.name, strings.TrimSpace(grepLine(p.stderr.String(), "planner:")))
+			logFigure(t, "concurrent planners: %s refused: %s", p.Name, strings.TrimSpace(grepLine(p.Stderr.String(), "planner:")))
 		}
 	}
 	// Before any worker: the jobs stream holds each Safe once.
@@ -70,8 +71,8 @@ func TestConcurrentPlanners(t *testing.T) {
 	w1 := startWorker(t, s, ns.URL, "worker-1", "--rate", "0")
 	w2 := startWorker(t, s, ns.URL, "worker-2", "--rate", "0")
 	out := waitRun(t, js, run, 2*time.Minute)
-	w1.stop(10 * time.Second)
-	w2.stop(10 * time.Second)
+	w1.Stop(10 * time.Second)
+	w2.Stop(10 * time.Second)
 	v := verify(t, s, pamtest.PSMAppUsers, wantPerms, inScopeDefault)
 	perSafe, total := rawResults(t, js, run)
 	checkRun(t, s, out, v, perSafe, total, s.stats(t))
@@ -127,8 +128,8 @@ func TestConcurrentWorkersSameSafe(t *testing.T) {
 	for _, r := range runs {
 		outs = append(outs, waitRun(t, js, r, 2*time.Minute))
 	}
-	w1.stop(10 * time.Second)
-	w2.stop(10 * time.Second)
+	w1.Stop(10 * time.Second)
+	w2.Stop(10 * time.Second)
 	isTarget := map[string]bool{}
 	for _, in := range targets {
 		isTarget[in.Name] = true

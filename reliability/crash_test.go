@@ -31,8 +31,8 @@ func TestWorkerCrashes(t *testing.T) {
 	const run = "crash-1"
 
 	planner := start(t, "planner", s.env(), bin(t, "planner"), plannerArgs(s, ns.URL, "--run-id", run, "--watch=false", "--rate", "0")...)
-	if code := planner.wait(t, 2*time.Minute); code != 0 {
-		t.Fatalf("planner exit %d\n%s\n%s", code, planner.stdout.String(), planner.stderr.String())
+	if code := planner.Wait(t, 2*time.Minute); code != 0 {
+		t.Fatalf("planner exit %d\n%s\n%s", code, planner.Stdout.String(), planner.Stderr.String())
 	}
 	js := connect(t, ns.URL)
 	setAckWait(t, js, 1, 5*time.Second)
@@ -60,7 +60,7 @@ func TestWorkerCrashes(t *testing.T) {
 			}
 			mu.Lock()
 			w := workers[i%len(workers)]
-			w.kill()
+			w.Kill()
 			kills++
 			workers[i%len(workers)] = startWorker(t, s, ns.URL, fmt.Sprintf("worker-%d.%d", i%len(workers)+1, i), "--rate", rate, "--concurrency", "4")
 			mu.Unlock()
@@ -71,7 +71,7 @@ func TestWorkerCrashes(t *testing.T) {
 	kills := <-killed
 	mu.Lock()
 	for _, w := range workers {
-		w.stop(10 * time.Second)
+		w.Stop(10 * time.Second)
 	}
 	mu.Unlock()
 

@@ -43,12 +43,12 @@ func TestPVWAFaults(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		run = fmt.Sprintf("faults-%d", attempt)
 		planner := start(t, "planner", s.env(), bin(t, "planner"), plannerArgs(s, ns.URL, "--run-id", run, "--watch=false", "--rate", "0")...)
-		code := planner.wait(t, 3*time.Minute)
+		code := planner.Wait(t, 3*time.Minute)
 		if code == 0 {
 			break
 		}
 		plannerFailures++
-		t.Errorf("planner run %s gave up on a transient PVWA fault (exit %d): %s", run, code, grepLine(planner.stderr.String(), "planner:"))
+		t.Errorf("planner run %s gave up on a transient PVWA fault (exit %d): %s", run, code, grepLine(planner.Stderr.String(), "planner:"))
 		if attempt == 3 {
 			t.FailNow()
 		}
@@ -67,7 +67,7 @@ func TestPVWAFaults(t *testing.T) {
 	}
 	out := waitRun(t, js, run, map[bool]time.Duration{false: 4 * time.Minute, true: 20 * time.Minute}[soak()])
 	for _, w := range workers {
-		w.stop(10 * time.Second)
+		w.Stop(10 * time.Second)
 	}
 	v := verify(t, s, pamtest.PSMAppUsers, wantPerms, inScopeDefault)
 	perSafe, total := rawResults(t, js, run)

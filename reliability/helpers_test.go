@@ -13,12 +13,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"github.com/safeperm/safeperm/internal/jobs"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/proctest"
 	"github.com/safeperm/safeperm/internal/testutil"
 )
 
@@ -41,176 +40,29 @@ func soak() bool { return os.Getenv("SAFEPERM_SOAK") == "1" }
 // wantPerms is what every run of these tests ensures.
 var wantPerms = pam.Perms(pam.ListAccounts, pam.UnlockAccounts)
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
+// builds are the binaries under test (planner, worker, pvwasim,
+// nats-server), built once per test binary without -race: the processes
+// under test run at full speed, the test process keeps the race detector.
+var builds = proctest.NewBuilds("./cmd/...", "github.com/nats-io/nats-server/v2")
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
+	builds.Remove()
 	os.Exit(code)
 }
 
-// bin returns the path of a binary (planner, worker, pvwasim, nats-server),
-// building all four once per test binary, without -race: the processes under
-// test run at full speed, the test process keeps the race detector.
-func bin(t testing.TB, name string) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "safeperm-reliability-bin-")
-		if buildErr != nil {
-			return
-		}
-		start := time.Now()
-		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator),
-			"./cmd/...", "github.com/nats-io/nats-server/v2")
-		cmd.Dir = ".." // the module root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		fmt.Fprintf(os.Stderr, "reliability: built the binaries in %s\n", time.Since(start).Round(time.Millisecond))
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, name)
-}
-
-// syncBuffer is an io.Writer safe for concurrent use and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// bin returns the path of a binary (planner, worker, pvwasim, nats-server).
+func bin(t testing.TB, name string) string { return builds.Path(t, name) }
 
 // proc is one process under test.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
-	done   chan struct{}
-	err    error
-}
+type proc = proctest.Proc
 
-// baseEnv is the test process's environment without any SAFEPERM_*
-// variable, so a developer's settings cannot leak into a case.
-func baseEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SAFEPERM_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-// start starts a process; it is SIGKILLed at the end of the test if still
-// running. env adds "K=V" entries to baseEnv.
+// start starts a process; see proctest.Start.
 func start(t testing.TB, name string, env []string, path string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(path, args...)
-	p.cmd.Env = append(baseEnv(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			t.Logf("%s stderr (tail):\n%s", p.name, tail(p.stderr.String(), 3000))
-		}
-	})
-	return p
+	return proctest.Start(t, name, env, path, args...)
 }
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
-}
-
-// running reports whether the process has not exited yet.
-func (p *proc) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// kill SIGKILLs the process and waits for it.
-func (p *proc) kill() {
-	if p.running() {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	}
-	<-p.done
-}
-
-// stop asks the process to stop (SIGTERM) and waits up to grace before
-// killing it.
-func (p *proc) stop(grace time.Duration) {
-	if p.running() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		p.kill()
-	}
-}
-
-// wait waits for the process to exit and returns its exit code; it fails the
-// test after timeout.
-func (p *proc) wait(t testing.TB, timeout time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		p.kill()
-		t.Fatalf("%s did not exit within %s\nstdout:\n%s\nstderr:\n%s", p.name, timeout, tail(p.stdout.String(), 2000), tail(p.stderr.String(), 4000))
-	}
-	return exitCode(p.err)
-}
-
-func exitCode(err error) int {
-	if err == nil {
-		return 0
-	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	return -1
-}
-
-// pid returns the process id.
-func (p *proc) pid() int { return p.cmd.Process.Pid }
 
 // freePorts reserves n distinct free loopback ports and releases them.
 func freePorts(t testing.TB, n int) []int {
@@ -275,10 +127,10 @@ func startSim(t testing.TB, o simOptions) *sim {
 	p := start(t, "pvwasim", []string{"SAFEPERM_SIM_ADMIN_PASSWORD=" + o.Password}, bin(t, "pvwasim"), args...)
 	s := &sim{proc: p, pass: o.Password}
 	testutil.Eventually(t, 15*time.Second, 20*time.Millisecond, func() error {
-		if !p.running() {
-			t.Fatalf("pvwasim exited: %v\n%s", p.err, p.stderr.String())
+		if !p.Running() {
+			t.Fatalf("pvwasim exited: %v\n%s", p.Err(), p.Stderr.String())
 		}
-		out := p.stdout.String()
+		out := p.Stdout.String()
 		i := strings.IndexByte(out, '\n')
 		if i < 0 {
 			return errors.New("pvwasim printed no URL yet")
@@ -541,8 +393,8 @@ func (n *natsNode) launch() {
 	n.t.Helper()
 	n.proc = start(n.t, "nats-server "+n.name, nil, bin(n.t, "nats-server"), "-c", n.conf)
 	testutil.Eventually(n.t, 15*time.Second, 20*time.Millisecond, func() error {
-		if !n.running() {
-			n.t.Fatalf("nats-server %s exited: %v\n%s", n.name, n.err, n.stderr.String())
+		if !n.Running() {
+			n.t.Fatalf("nats-server %s exited: %v\n%s", n.name, n.Err(), n.Stderr.String())
 		}
 		c, err := net.DialTimeout("tcp", strings.TrimPrefix(n.URL, "nats://"), time.Second)
 		if err != nil {

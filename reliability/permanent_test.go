@@ -40,17 +40,17 @@ func TestPermanentFaults(t *testing.T) {
 	// 1. Deleted after planning, before any worker ran.
 	const run = "permanent-1"
 	planner := start(t, "planner", s.env(), bin(t, "planner"), plannerArgs(s, ns.URL, "--run-id", run, "--watch=false", "--include", include)...)
-	if code := planner.wait(t, time.Minute); code != 0 {
-		t.Fatalf("planner exit %d\n%s", code, planner.stderr.String())
+	if code := planner.Wait(t, time.Minute); code != 0 {
+		t.Fatalf("planner exit %d\n%s", code, planner.Stderr.String())
 	}
 	s.deleteSafe(t, deleted)
 	w := startWorker(t, s, ns.URL, "worker")
 	watchArgs := []string{"watch", run, "--nats-url", ns.URL, "--log-format", "json"}
 	watcher := start(t, "planner watch", nil, bin(t, "planner"), watchArgs...)
-	if code := watcher.wait(t, 2*time.Minute); code != 1 {
-		t.Errorf("planner watch exit %d, want 1\n%s", code, watcher.stdout.String())
+	if code := watcher.Wait(t, 2*time.Minute); code != 1 {
+		t.Errorf("planner watch exit %d, want 1\n%s", code, watcher.Stdout.String())
 	}
-	w.stop(10 * time.Second)
+	w.Stop(10 * time.Second)
 	js := connect(t, ns.URL)
 	out := waitRun(t, js, run, time.Minute)
 	// Every listed Safe gets one result: the three named ones their
@@ -88,8 +88,8 @@ func TestPermanentFaults(t *testing.T) {
 	args = append(args, "--data-dir", filepath.Join(dir, "embedded"), "--include", include2, "--member", "NoSuchGroup",
 		"--report", report, "--log-format", "json", "--run-id", "nosuch-1")
 	p := start(t, "planner run --member NoSuchGroup", s.env(), bin(t, "planner"), args...)
-	if code := p.wait(t, 2*time.Minute); code != 1 {
-		t.Errorf("planner run --member NoSuchGroup exit %d, want 1\n%s\n%s", code, p.stdout.String(), p.stderr.String())
+	if code := p.Wait(t, 2*time.Minute); code != 1 {
+		t.Errorf("planner run --member NoSuchGroup exit %d, want 1\n%s\n%s", code, p.Stdout.String(), p.Stderr.String())
 	}
 	var rows []map[string]any
 	for _, row := range readReport(t, report) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/safeperm/safeperm/internal/proctest"
 )
 
 // The recognisable secrets of TestSecretsNeverLeak.
@@ -41,15 +43,15 @@ func TestSecretsNeverLeak(t *testing.T) {
 	cmdlines := 0
 	sampleCmdlines := func() {
 		for _, p := range procs {
-			if !p.running() {
+			if !p.Running() {
 				continue
 			}
-			b, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid()) + "/cmdline")
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID()) + "/cmdline")
 			if err != nil {
 				continue
 			}
 			cmdlines++
-			checkNoSecret(t, p.name+" command line", b)
+			checkNoSecret(t, p.Name+" command line", b)
 		}
 	}
 	run := func(name string, env []string, path string, want []int, args ...string) *proc {
@@ -57,9 +59,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 		procs = append(procs, p)
 		time.Sleep(50 * time.Millisecond)
 		sampleCmdlines()
-		code := p.wait(t, 2*time.Minute)
+		code := p.Wait(t, 2*time.Minute)
 		if !contains(want, code) {
-			t.Errorf("%s exit %d, want %v\n%s", name, code, want, tail(p.stderr.String(), 2000))
+			t.Errorf("%s exit %d, want %v\n%s", name, code, want, proctest.Tail(p.Stderr.String(), 2000))
 		}
 		return p
 	}
@@ -77,7 +79,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	rbArgs = append(rbArgs, "--run-id", "sec-rb", "--report", rb, "--watch")
 	run("planner rollback", env, bin(t, "planner"), []int{0, 1}, append(rbArgs, read...)...)
 	sampleCmdlines()
-	worker.stop(10 * time.Second)
+	worker.Stop(10 * time.Second)
 
 	// Privilege Cloud: the client secret, on the embedded default.
 	cloudReport := filepath.Join(dir, "cloud.jsonl")
@@ -87,8 +89,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 
 	// Every output and file.
 	for _, p := range append(procs, s.proc, cloud.proc) {
-		checkNoSecret(t, p.name+" stdout", []byte(p.stdout.String()))
-		checkNoSecret(t, p.name+" stderr", []byte(p.stderr.String()))
+		checkNoSecret(t, p.Name+" stdout", []byte(p.Stdout.String()))
+		checkNoSecret(t, p.Name+" stderr", []byte(p.Stderr.String()))
 	}
 	files := 0
 	for _, root := range []string{dir} {

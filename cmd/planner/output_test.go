@@ -13,6 +13,7 @@ import (
 
 	"github.com/safeperm/safeperm/internal/natsembed/natstest"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
+	"github.com/safeperm/safeperm/internal/proctest"
 )
 
 // passwordEnv gives the planner and the worker the simulator's password.
@@ -31,12 +32,12 @@ func TestJSONOutputOfTheBinaries(t *testing.T) {
 
 	run := startProc(t, "planner run", passwordEnv, planner, "run", "--json", "--pvwa-url", simURL, "--user", pamtest.DefaultAdminUser,
 		"--data-dir", data, "--run-id", "json-1", "--rate", "0", "--workers", "2", "--concurrency", "4")
-	code := run.wait(t, 3*time.Minute)
+	code := run.Wait(t, 3*time.Minute)
 	if code != 0 && code != 1 {
 		t.Fatalf("planner run --json exit %d, want 0 or 1", code)
 	}
-	out := jsonLines(t, "planner run --json stdout", run.stdout.String())
-	logRecords(t, "planner run --json", run.stderr.String())
+	out := jsonLines(t, "planner run --json stdout", run.Stdout.String())
+	logRecords(t, "planner run --json", run.Stderr.String())
 	if len(out) < 3 {
 		t.Fatalf("planner run --json wrote %d objects, want start, planned and a summary at least", len(out))
 	}
@@ -62,11 +63,11 @@ func TestJSONOutputOfTheBinaries(t *testing.T) {
 
 	// watch --json of the finished run: the same end.
 	w := startProc(t, "planner watch", nil, planner, "watch", "json-1", "--json", "--data-dir", data)
-	if wcode := w.wait(t, time.Minute); wcode != code {
+	if wcode := w.Wait(t, time.Minute); wcode != code {
 		t.Errorf("planner watch --json exit %d, planner run %d", wcode, code)
 	}
-	wout := jsonLines(t, "planner watch --json stdout", w.stdout.String())
-	logRecords(t, "planner watch --json", w.stderr.String())
+	wout := jsonLines(t, "planner watch --json stdout", w.Stdout.String())
+	logRecords(t, "planner watch --json", w.Stderr.String())
 	if len(wout) == 0 {
 		t.Fatal("planner watch --json wrote nothing")
 	}
@@ -83,11 +84,11 @@ func TestJSONOutputOfTheBinaries(t *testing.T) {
 
 	// status --json: JSON Lines, one per run, with the causes.
 	st := startProc(t, "planner status", nil, planner, "status", "--json", "--data-dir", data)
-	if scode := st.wait(t, time.Minute); scode != 0 {
+	if scode := st.Wait(t, time.Minute); scode != 0 {
 		t.Errorf("planner status --json exit %d", scode)
 	}
-	logRecords(t, "planner status --json", st.stderr.String())
-	runs := jsonLines(t, "planner status --json stdout", st.stdout.String())
+	logRecords(t, "planner status --json", st.Stderr.String())
+	runs := jsonLines(t, "planner status --json stdout", st.Stdout.String())
 	if len(runs) != 1 || runs[0]["id"] != "json-1" || runs[0]["failed"] != sum["failed"] {
 		t.Fatalf("planner status --json = %v, want run json-1 with %v failed", runs, sum["failed"])
 	}
@@ -97,46 +98,46 @@ func TestJSONOutputOfTheBinaries(t *testing.T) {
 
 	// report --json: one object per Safe.
 	rp := startProc(t, "planner report", nil, planner, "report", "json-1", "--json", "--data-dir", data)
-	if rcode := rp.wait(t, time.Minute); rcode != 0 {
+	if rcode := rp.Wait(t, time.Minute); rcode != 0 {
 		t.Errorf("planner report --json exit %d", rcode)
 	}
-	logRecords(t, "planner report --json", rp.stderr.String())
-	if rows := jsonLines(t, "planner report --json stdout", rp.stdout.String()); float64(len(rows)) != sum["done"] {
+	logRecords(t, "planner report --json", rp.Stderr.String())
+	if rows := jsonLines(t, "planner report --json stdout", rp.Stdout.String()); float64(len(rows)) != sum["done"] {
 		t.Errorf("report has %d rows, the run %v Safes", len(rows), sum["done"])
 	}
 
 	// A usage error with --json: nothing on stdout, a JSON record on stderr.
 	bad := startProc(t, "planner run --mode bogus", passwordEnv, planner, "run", "--json", "--mode", "bogus", "--pvwa-url", simURL, "--user", "x", "--data-dir", data)
-	if bcode := bad.wait(t, time.Minute); bcode != 2 {
+	if bcode := bad.Wait(t, time.Minute); bcode != 2 {
 		t.Errorf("bad --mode: exit %d, want 2", bcode)
 	}
-	if s := bad.stdout.String(); s != "" {
+	if s := bad.Stdout.String(); s != "" {
 		t.Errorf("a usage error printed on stdout: %q", s)
 	}
-	if recs := logRecords(t, "planner run --mode bogus", bad.stderr.String()); len(recs) != 1 || !strings.Contains(fmt.Sprint(recs[0]["error"]), "--mode") {
+	if recs := logRecords(t, "planner run --mode bogus", bad.Stderr.String()); len(recs) != 1 || !strings.Contains(fmt.Sprint(recs[0]["error"]), "--mode") {
 		t.Errorf("usage error records %v, want one naming --mode", recs)
 	}
 
 	// --version everywhere; planner version --json is one object.
 	for _, c := range [][]string{{planner, "--version"}, {planner, "version"}, {binary(t, "worker"), "--version"}, {binary(t, "pvwasim"), "--version"}} {
 		p := startProc(t, filepath.Base(c[0])+" "+c[1], nil, c[0], c[1:]...)
-		if vcode := p.wait(t, 30*time.Second); vcode != 0 {
+		if vcode := p.Wait(t, 30*time.Second); vcode != 0 {
 			t.Errorf("%s %s: exit %d", c[0], c[1], vcode)
 		}
-		if got := p.stdout.String(); !regexp.MustCompile(`^` + filepath.Base(c[0]) + ` \S+ .*go1\.\d+`).MatchString(got) {
+		if got := p.Stdout.String(); !regexp.MustCompile(`^` + filepath.Base(c[0]) + ` \S+ .*go1\.\d+`).MatchString(got) {
 			t.Errorf("%s %s printed %q", filepath.Base(c[0]), c[1], got)
 		}
 	}
 	v := startProc(t, "planner version --json", nil, planner, "version", "--json")
-	v.wait(t, 30*time.Second)
-	if vs := jsonLines(t, "planner version --json", v.stdout.String()); len(vs) != 1 || vs[0]["program"] != "planner" || vs[0]["version"] == "" || vs[0]["go"] == "" {
+	v.Wait(t, 30*time.Second)
+	if vs := jsonLines(t, "planner version --json", v.Stdout.String()); len(vs) != 1 || vs[0]["program"] != "planner" || vs[0]["version"] == "" || vs[0]["go"] == "" {
 		t.Errorf("planner version --json = %v", vs)
 	}
 
-	if scode := sim.stop(t, 30*time.Second); scode != 0 {
+	if scode := sim.Stop(30 * time.Second); scode != 0 {
 		t.Errorf("pvwasim exit %d", scode)
 	}
-	logRecords(t, "pvwasim", sim.stderr.String())
+	logRecords(t, "pvwasim", sim.Stderr.String())
 }
 
 // checkSummary checks the final object of a --json command.
@@ -182,11 +183,11 @@ func TestGroupedFailuresAcrossProcesses(t *testing.T) {
 
 	p := startProc(t, "planner run", passwordEnv, planner, "run", "--nats-url", natsURL, "--watch=false", "--run-id", "two-kinds",
 		"--pvwa-url", simURL, "--user", pamtest.DefaultAdminUser, "--rate", "0", "--log-format", "json", "--log-level", "debug")
-	if code := p.wait(t, 2*time.Minute); code != 0 {
+	if code := p.Wait(t, 2*time.Minute); code != 0 {
 		t.Fatalf("planner run --watch=false exit %d", code)
 	}
-	if want := "planner watch two-kinds --nats-url " + natsURL + "\n"; !strings.HasSuffix(p.stdout.String(), want) {
-		t.Errorf("planner run --watch=false does not end with %q:\n%s", want, p.stdout.String())
+	if want := "planner watch two-kinds --nats-url " + natsURL + "\n"; !strings.HasSuffix(p.Stdout.String(), want) {
+		t.Errorf("planner run --watch=false does not end with %q:\n%s", want, p.Stdout.String())
 	}
 
 	// What the simulator will answer, from the same seed.
@@ -224,10 +225,10 @@ func TestGroupedFailuresAcrossProcesses(t *testing.T) {
 		"--user", pamtest.DefaultAdminUser, "--rate", "0", "--concurrency", "8", "--metrics-addr", "127.0.0.1:0",
 		"--log-format", "json", "--log-level", "debug")
 	w := startProc(t, "planner watch", nil, planner, "watch", "two-kinds", "--nats-url", natsURL, "--log-format", "json", "--log-level", "debug")
-	if code := w.wait(t, 3*time.Minute); code != 1 {
+	if code := w.Wait(t, 3*time.Minute); code != 1 {
 		t.Fatalf("planner watch exit %d, want 1 (failed Safes)", code)
 	}
-	summary := w.stdout.String()
+	summary := w.Stdout.String()
 	t.Logf("planner watch two-kinds --nats-url %s:\n%s", natsURL, summary)
 
 	wantLines := []string{
@@ -254,11 +255,11 @@ func TestGroupedFailuresAcrossProcesses(t *testing.T) {
 
 	// The same groups in the JSON summary.
 	wj := startProc(t, "planner watch --json", nil, planner, "watch", "two-kinds", "--json", "--nats-url", natsURL)
-	if code := wj.wait(t, time.Minute); code != 1 {
+	if code := wj.Wait(t, time.Minute); code != 1 {
 		t.Errorf("planner watch --json exit %d, want 1", code)
 	}
-	objs := jsonLines(t, "planner watch --json stdout", wj.stdout.String())
-	logRecords(t, "planner watch --json", wj.stderr.String())
+	objs := jsonLines(t, "planner watch --json stdout", wj.Stdout.String())
+	logRecords(t, "planner watch --json", wj.Stderr.String())
 	if len(objs) == 0 {
 		t.Fatal("planner watch --json wrote nothing")
 	}
@@ -284,20 +285,20 @@ func TestGroupedFailuresAcrossProcesses(t *testing.T) {
 		t.Errorf("JSON failure groups %v, want %v", got, wantJSON)
 	}
 
-	if code := worker.stop(t, time.Minute); code != 0 {
+	if code := worker.Stop(time.Minute); code != 0 {
 		t.Errorf("worker exit %d after SIGTERM", code)
 	}
-	if code := sim.stop(t, 30*time.Second); code != 0 {
+	if code := sim.Stop(30 * time.Second); code != 0 {
 		t.Errorf("pvwasim exit %d", code)
 	}
-	for _, pr := range []*proc{sim, p, worker, w} {
-		recs := logRecords(t, pr.name, pr.stderr.String())
+	for _, pr := range []*proctest.Proc{sim, p, worker, w} {
+		recs := logRecords(t, pr.Name, pr.Stderr.String())
 		if len(recs) == 0 {
-			t.Errorf("%s logged nothing at debug level", pr.name)
+			t.Errorf("%s logged nothing at debug level", pr.Name)
 		}
 	}
 	// The worker names itself once per line, in every line.
-	for i, r := range logRecords(t, "worker", worker.stderr.String()) {
+	for i, r := range logRecords(t, "worker", worker.Stderr.String()) {
 		if _, ok := r["worker"]; !ok {
 			t.Errorf("worker log record %d has no worker field: %v", i+1, r)
 		}
