@@ -199,7 +199,6 @@ type Adaptive struct {
 	pausedUntil time.Time
 
 	startup  bool      // slow start: grows per success until a signal
-	ssLast   time.Time // last growth of slow start
 	lastDecr time.Time // answers to requests sent before it cannot decrease
 	round    round
 
