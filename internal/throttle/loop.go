@@ -428,10 +428,15 @@ func (a *Adaptive) endRoundLocked(now time.Time, ev *event) {
 		a.stuck = 0
 	}
 
+	// A server that refused near this limit (a ceiling is set) refuses
+	// rather than queues: a modest rise of the round trips there is the
+	// client's own delay under load, not a queue, and must not hold the
+	// limit under the ceiling the refusals found.
+	refusing := a.ceiling > 0 && q <= startupExit
 	switch {
 	case r.drops > 0:
 		// The drop has decided for this round.
-	case q > a.o.Target:
+	case q > a.o.Target && !refusing:
 		// Queueing beyond the target: step toward the limit that keeps
 		// it, by gain of the way (all of it while the queue is as long as
 		// the overshoot of slow start leaves it), plus the headroom that
@@ -449,7 +454,7 @@ func (a *Adaptive) endRoundLocked(now time.Time, ev *event) {
 		}
 	case used && !a.erroring:
 		g := growth
-		if q > noQueue {
+		if q > noQueue && !refusing {
 			g = gain * (a.o.Target/q - 1)
 		}
 		a.limit = min(max(a.limit, a.limit*(1+g)+room), a.capLocked())
