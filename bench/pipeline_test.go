@@ -2,11 +2,10 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net/http"
+	"iter"
 	"net/url"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,11 +18,7 @@ import (
 	"github.com/safeperm/safeperm/internal/natsembed"
 	"github.com/safeperm/safeperm/internal/pam"
 	"github.com/safeperm/safeperm/internal/pam/pamtest"
-	"github.com/safeperm/safeperm/internal/planner"
 	"github.com/safeperm/safeperm/internal/policy"
-	"github.com/safeperm/safeperm/internal/scope"
-	"github.com/safeperm/safeperm/internal/secret"
-	"github.com/safeperm/safeperm/internal/throttle"
 	"github.com/safeperm/safeperm/internal/worker"
 )
 
@@ -105,215 +100,109 @@ func (o *finishObserver) count() int {
 	return len(o.finished)
 }
 
-// callCounter counts, on the wire (below the adaptive limiter), the PVWA
-// member calls per Safe and the 429s.
-type callCounter struct {
-	next http.RoundTripper
-	mu   sync.Mutex
-	// calls counts answered member calls other than 429, by unescaped
-	// safeUrlId.
-	calls      map[string]int
-	total      atomic.Int64 // every member call, 429s included
-	throttled  atomic.Int64 // 429s
-	otherCalls atomic.Int64 // logon, Safes pages
+// noopPVWA answers every read with a member that already complies: the
+// pipeline's own cost, without a PVWA.
+type noopPVWA struct{}
+
+func (noopPVWA) Member(_ context.Context, safe, name string) (pam.Member, error) {
+	return pam.Member{SafeURLID: safe, Name: name, Type: "Group", Permissions: wantPerms}, nil
+}
+func (noopPVWA) Members(context.Context, string, ...pam.MembersOptions) iter.Seq2[pam.Member, error] {
+	return func(yield func(pam.Member, error) bool) {
+		yield(pam.Member{}, errors.New("noop PVWA: unexpected listing"))
+	}
+}
+func (noopPVWA) AddMember(context.Context, string, pam.NewMember) (pam.Member, error) {
+	return pam.Member{}, errors.New("noop PVWA: unexpected write")
+}
+func (noopPVWA) UpdateMember(context.Context, string, string, pam.MemberUpdate) (pam.Member, error) {
+	return pam.Member{}, errors.New("noop PVWA: unexpected write")
+}
+func (noopPVWA) DeleteMember(context.Context, string, string) error {
+	return errors.New("noop PVWA: unexpected write")
 }
 
-func (c *callCounter) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := c.next.RoundTrip(req)
-	id, ok := memberSafe(req.URL)
-	if !ok {
-		c.otherCalls.Add(1)
-		return resp, err
-	}
-	c.total.Add(1)
-	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
-		c.throttled.Add(1)
-		return resp, err
-	}
-	c.mu.Lock()
-	c.calls[id]++
-	c.mu.Unlock()
-	return resp, err
-}
+const (
+	overheadJobs        = 100_000
+	overheadWorkers     = 4
+	overheadConcurrency = 64
+)
 
-// memberSafe returns the Safe of a /API/Safes/{id}/Members... request.
-func memberSafe(u *url.URL) (string, bool) {
-	segs := strings.Split(u.EscapedPath(), "/")
-	for i := 0; i+2 < len(segs); i++ {
-		if strings.EqualFold(segs[i], "Safes") && strings.EqualFold(segs[i+2], "Members") {
-			id, err := url.PathUnescape(segs[i+1])
-			return id, err == nil
+// BenchmarkPipelineOverhead is figure 5: jobs per second through the
+// embedded NATS server end to end with a no-op PVWA: publish N jobs,
+// workers consume them, publish one result each and ack.
+func BenchmarkPipelineOverhead(b *testing.B) {
+	for range b.N {
+		st := startStack(b, "", nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		obs := &finishObserver{}
+		wctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		for i := range overheadWorkers {
+			w, err := worker.New(ctx, worker.Config{ID: fmt.Sprintf("bench/w%d", i+1), Concurrency: overheadConcurrency,
+				Observer: obs}, noopPVWA{}, st.js, st.streams)
+			if err != nil {
+				b.Fatal(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = w.Run(wctx)
+			}()
 		}
-	}
-	return "", false
-}
-
-// runSpec is one run of the real pipeline: embedded NATS, planner.Start over
-// the PVWA's Safe list, in-process workers sharing one PVWA client behind
-// the adaptive limiter (rate unlimited), as cmd/planner run does.
-type runSpec struct {
-	Workers, Concurrency int
-}
-
-// runOutcome is what a run measured.
-type runOutcome struct {
-	start    time.Time
-	finished []time.Time // sorted
-	planned  int
-	counter  *callCounter
-	status   map[jobs.Status]int
-	retried  int64
-	limit    int // adaptive limit at the end
-}
-
-// elapsed is from the start of planning to the last job's ack.
-func (o runOutcome) elapsed() time.Duration { return o.finished[len(o.finished)-1].Sub(o.start) }
-
-// rate is jobs per second over the whole run.
-func (o runOutcome) rate() float64 { return float64(len(o.finished)) / o.elapsed().Seconds() }
-
-// steadyRate is jobs per second between the 10th and the 90th percentile
-// of completions: the pipeline's pace once the limiter has found the
-// capacity, without the ramp-up and the tail of the last few jobs.
-func (o runOutcome) steadyRate() float64 {
-	n := len(o.finished)
-	lo, hi := n/10, n*9/10
-	return float64(hi-lo) / o.finished[hi].Sub(o.finished[lo]).Seconds()
-}
-
-func runPipeline(b testing.TB, sim *pamtest.Server, spec runSpec) runOutcome {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	st := startStack(b, "", nil)
-	defer st.close()
-	log := zerolog.Nop()
-
-	counter := &callCounter{calls: map[string]int{}}
-	adaptive := throttle.NewAdaptive(throttle.AdaptiveOptions{Logger: log})
-	client, err := pam.New(pam.Config{
-		BaseURL: sim.URL, Username: pamtest.DefaultAdminUser, Password: secret.New(pamtest.DefaultAdminPassword),
-		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
-			counter.next = rt
-			return adaptive.Wrap(counter)
-		},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer client.CloseIdleConnections()
-	if err := worker.Logon(ctx, client, 3, log); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = client.Logoff(context.Background()) }()
-
-	obs := &finishObserver{}
-	wctx, stopWorkers := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for i := range spec.Workers {
-		w, err := worker.New(ctx, worker.Config{ID: fmt.Sprintf("bench/w%d", i+1), Concurrency: spec.Concurrency,
-			Logger: log, Observer: obs}, client, st.js, st.streams)
+		run := jobs.NewRunID(time.Now())
+		all := make([]jobs.Job, overheadJobs)
+		for i := range all {
+			name := fmt.Sprintf("Safe %07d", i)
+			all[i] = jobs.Job{V: jobs.Version, Run: run, Mode: jobs.ModeApply, Safe: jobs.SafeRef{URLID: url.PathEscape(name), Name: name},
+				Rules: []policy.Directive{{Rule: "psm-unlock", Member: member, Action: policy.ActionGrant, Permissions: wantPerms}}, Created: time.Now().UTC()}
+		}
+		start := time.Now()
+		pub := jobs.NewPublisher(st.js, zerolog.Nop(), jobs.PublisherOptions{})
+		for _, j := range all {
+			if err := pub.PublishJob(ctx, j); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := pub.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+		published := time.Since(start)
+		for obs.count() < overheadJobs {
+			if ctx.Err() != nil {
+				b.Fatalf("only %d of %d jobs finished", obs.count(), overheadJobs)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		// Every job acked: acks are sent without waiting, so poll until
+		// the work queue is empty.
+		var jinfo *jetstream.StreamInfo
+		for {
+			var err error
+			if jinfo, err = st.streams.Jobs.Info(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if jinfo.State.Msgs == 0 || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		took := time.Since(start)
+		rinfo, err := st.streams.Results.Info(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = w.Run(wctx)
-		}()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = jobs.RunDeadLetterMover(wctx, st.js, st.streams, log)
-	}()
-	defer func() {
-		stopWorkers()
+		if jinfo.State.Msgs != 0 || rinfo.State.Msgs != overheadJobs {
+			b.Fatalf("after the run: %d jobs left, %d results; want 0 and %d", jinfo.State.Msgs, rinfo.State.Msgs, overheadJobs)
+		}
+		stop()
 		wg.Wait()
-	}()
-
-	run := jobs.NewRunID(time.Now())
-	p := planner.Plan{Run: run, Mode: jobs.ModeApply, Policy: policy.FromFlags(member, wantPerms),
-		Filter: scope.Filter{Internal: scope.NewInternal(nil, nil)}, Logger: log}
-	params := jobs.RunParams{Member: member, Permissions: wantPerms, PlannerHost: "bench",
-		Policy: &jobs.PolicyParams{Digest: policy.FromFlags(member, wantPerms).Digest()}}
-	start := time.Now()
-	_, sum, err := planner.Start(ctx, st.js, st.streams, planner.SafesSource(client), p, params, "bench")
-	if err != nil {
-		b.Fatal(err)
+		cancel()
+		rate := float64(overheadJobs) / took.Seconds()
+		b.ReportMetric(rate, "jobs/s")
+		b.ReportMetric(rate/50_000, "ratio/overhead-target")
+		rec.Add(AtLeast("5", "pipeline jobs/s with a no-op PVWA (publish, consume, result, ack)", rate, 50_000, 0,
+			fmt.Sprintf("%d jobs in %s end to end (publishing alone %s); %d workers × concurrency %d; embedded NATS, file storage; ratio to target %.2f",
+				overheadJobs, took.Round(time.Millisecond), published.Round(time.Millisecond), overheadWorkers, overheadConcurrency, rate/50_000)))
 	}
-	for obs.count() < sum.Planned {
-		if ctx.Err() != nil {
-			b.Fatalf("only %d of %d jobs finished", obs.count(), sum.Planned)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	obs.mu.Lock()
-	fin := append([]time.Time(nil), obs.finished...)
-	status := obs.status
-	obs.mu.Unlock()
-	sort.Slice(fin, func(i, j int) bool { return fin[i].Before(fin[j]) })
-	return runOutcome{start: start, finished: fin, planned: sum.Planned, counter: counter, status: status,
-		retried: obs.retried.Load(), limit: adaptive.Limit()}
-}
-
-// vaultMix is what the seeded vault asks of a run.
-type vaultMix struct {
-	jobs      int     // Safes a run works on: listed and not internal
-	compliant int     // of which PSMAppUsers already complies: 1 call
-	changed   int     // of which need a write: 2 calls (GET + PUT/POST)
-	writable  int     // of the changed, those the admin user can write
-	ideal     float64 // ideal calls per Safe
-	class     map[string]bool
-}
-
-// mixOf computes the ideal from pamtest's seeded vault.
-func mixOf(v *pamtest.Vault) vaultMix {
-	m := vaultMix{class: map[string]bool{}}
-	for i := range v.Len() {
-		in := v.Info(i)
-		if in.Internal || in.Access == pamtest.AccessHidden {
-			continue
-		}
-		m.jobs++
-		ok := in.Class == pamtest.ClassCompliant
-		id, _ := url.PathUnescape(in.URLID)
-		m.class[id] = ok
-		if ok {
-			m.compliant++
-		} else {
-			m.changed++
-			if in.Access == pamtest.AccessFull {
-				m.writable++
-			}
-		}
-	}
-	m.ideal = float64(m.compliant+2*m.changed) / float64(m.jobs)
-	return m
-}
-
-// callsPerSafe averages the counted calls over the compliant and the
-// changed Safes.
-func (m vaultMix) callsPerSafe(c *callCounter) (compliant, changed float64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var nc, ns int
-	for id, ok := range m.class {
-		if ok {
-			nc += c.calls[id]
-		} else {
-			ns += c.calls[id]
-		}
-	}
-	return float64(nc) / float64(m.compliant), float64(ns) / float64(m.changed)
-}
-
-func newSim(b testing.TB, opts pamtest.Options) *pamtest.Server {
-	b.Helper()
-	srv, err := pamtest.NewServer(opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(srv.Close)
-	return srv
 }

@@ -1,9 +1,10 @@
 // Package bench holds safeperm's end-to-end benchmarks (make bench): the
 // figures of the pipeline, each printed as a ratio measured in the same run
-// (achieved throughput over the capacity the simulated PVWA offers, speedup
-// over one request at a time, PVWA calls per Safe, the planner's peak memory
-// over a budget, jobs per second through NATS), and the BENCHMARKS.md table
-// they are rendered into.
+// (the time the shipped binaries take at their defaults over the least time
+// the simulated PVWA's capacity allows, the calls throttled, the time
+// requests wait in the PVWA's queue, PVWA calls per Safe, the run's rate
+// cap, the planner's peak memory over a budget, jobs per second through
+// NATS), and the BENCHMARKS.md tables they are rendered into.
 //
 // The benchmarks live in bench_test.go; this file only collects figures and
 // renders them, so the rendering is testable without running a benchmark.
@@ -39,11 +40,68 @@ type Figure struct {
 	Note string `json:"note,omitempty"`
 }
 
+// Row is one line of the throughput table: the shipped binaries at their
+// defaults, in one deployment, against a simulated PVWA of one shape.
+type Row struct {
+	// ID orders the table ("1.1e", ...) and keys its note.
+	ID string `json:"id"`
+	// PVWA describes the server's shape; Deployment how safeperm ran.
+	PVWA       string `json:"pvwa"`
+	Deployment string `json:"deployment"`
+	// Ratio is the ideal time over the measured time of the whole
+	// command; RatioTarget its least acceptable value.
+	Ratio       float64 `json:"ratio"`
+	RatioTarget float64 `json:"ratioTarget"`
+	// Throttled is the fraction of calls answered 429; ThrottledTarget its
+	// greatest acceptable value, or 0 for information only.
+	Throttled       float64 `json:"throttled"`
+	ThrottledTarget float64 `json:"throttledTarget"`
+	// Wait is the median time a request waited for a slot at the PVWA over
+	// its service time, on servers that queue (Queueing); WaitTarget its
+	// greatest acceptable value.
+	Queueing   bool    `json:"queueing"`
+	Wait       float64 `json:"wait"`
+	WaitTarget float64 `json:"waitTarget"`
+	// Detail holds the raw numbers; Note explains an unmet target from the
+	// measurement.
+	Detail string `json:"detail"`
+	Note   string `json:"note,omitempty"`
+}
+
+// Met reports whether every target of the row was met.
+func (r Row) Met() bool {
+	return r.Ratio >= r.RatioTarget && (r.ThrottledTarget == 0 || r.Throttled <= r.ThrottledTarget) &&
+		(!r.Queueing || r.Wait <= r.WaitTarget)
+}
+
 // Recorder collects figures from concurrent benchmarks. The zero value is
 // ready to use.
 type Recorder struct {
 	mu   sync.Mutex
 	figs map[string]Figure
+	rows map[string]Row
+}
+
+// AddRow records r, replacing an earlier row with the same ID.
+func (r *Recorder) AddRow(row Row) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rows == nil {
+		r.rows = map[string]Row{}
+	}
+	r.rows[row.ID] = row
+}
+
+// Rows returns the recorded rows ordered by ID.
+func (r *Recorder) Rows() []Row {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Row, 0, len(r.rows))
+	for _, x := range r.rows {
+		out = append(out, x)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
 
 // Add records f, replacing an earlier figure with the same ID.
@@ -124,9 +182,9 @@ func ThisMachine() Machine {
 	return m
 }
 
-// Render writes BENCHMARKS.md: the machine, the date, the table and the
-// notes of unmet targets.
-func Render(w io.Writer, m Machine, date time.Time, took time.Duration, figs []Figure, preamble string) error {
+// Render writes BENCHMARKS.md: the machine, the date, the throughput table,
+// the table of the other figures and the notes of unmet targets.
+func Render(w io.Writer, m Machine, date time.Time, took time.Duration, rows []Row, figs []Figure, preamble string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Benchmarks\n\n")
 	fmt.Fprintf(&b, "Written by `make bench` (package `bench`); do not edit by hand.\n\n")
@@ -137,28 +195,54 @@ func Render(w io.Writer, m Machine, date time.Time, took time.Duration, figs []F
 		b.WriteString(preamble)
 		b.WriteString("\n\n")
 	}
-	b.WriteString("| # | figure | measured | target | met? | from |\n|---|---|---|---|---|---|\n")
-	for _, f := range figs {
-		met := "—"
-		if f.Met != nil {
-			met = map[bool]string{true: "yes", false: "**no**"}[*f.Met]
+	if len(rows) > 0 {
+		b.WriteString("## Throughput of the shipped binaries at their defaults\n\n")
+		b.WriteString("| # | PVWA | deployment | ideal ÷ measured time | throttled | median queue wait ÷ service time | met? | from |\n|---|---|---|---|---|---|---|---|\n")
+		for _, r := range rows {
+			thr := fmt.Sprintf("%.4f", r.Throttled)
+			if r.ThrottledTarget > 0 {
+				thr += fmt.Sprintf(" (≤ %.2f)", r.ThrottledTarget)
+			}
+			wait := "—"
+			if r.Queueing {
+				wait = fmt.Sprintf("%.3f (≤ %.2f)", r.Wait, r.WaitTarget)
+			}
+			met := map[bool]string{true: "yes", false: "**no**"}[r.Met()]
+			fmt.Fprintf(&b, "| %s | %s | %s | %.3f (≥ %.2f) | %s | %s | %s | %s |\n", r.ID, esc(r.PVWA), esc(r.Deployment),
+				r.Ratio, r.RatioTarget, thr, wait, met, esc(r.Detail))
 		}
-		target := f.Target
-		if target == "" {
-			target = "(information)"
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", f.ID, esc(f.Name), f.Measured, target, met, esc(f.Detail))
+		b.WriteString("\n")
 	}
-	var notes []Figure
+	if len(figs) > 0 {
+		b.WriteString("## Other figures\n\n")
+		b.WriteString("| # | figure | measured | target | met? | from |\n|---|---|---|---|---|---|\n")
+		for _, f := range figs {
+			met := "—"
+			if f.Met != nil {
+				met = map[bool]string{true: "yes", false: "**no**"}[*f.Met]
+			}
+			target := f.Target
+			if target == "" {
+				target = "(information)"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", f.ID, esc(f.Name), f.Measured, target, met, esc(f.Detail))
+		}
+	}
+	var notes []string
+	for _, r := range rows {
+		if r.Note != "" {
+			notes = append(notes, fmt.Sprintf("\n### %s %s, %s\n\n%s\n", r.ID, r.PVWA, r.Deployment, strings.TrimSpace(r.Note)))
+		}
+	}
 	for _, f := range figs {
 		if f.Note != "" {
-			notes = append(notes, f)
+			notes = append(notes, fmt.Sprintf("\n### %s %s\n\n%s\n", f.ID, f.Name, strings.TrimSpace(f.Note)))
 		}
 	}
 	if len(notes) > 0 {
 		b.WriteString("\n## Notes\n")
-		for _, f := range notes {
-			fmt.Fprintf(&b, "\n### %s %s\n\n%s\n", f.ID, f.Name, strings.TrimSpace(f.Note))
+		for _, n := range notes {
+			b.WriteString(n)
 		}
 	}
 	_, err := io.WriteString(w, b.String())

@@ -142,8 +142,15 @@ func BaseEnv() []string {
 // is logged when the test failed.
 func Start(t testing.TB, name string, env []string, path string, args ...string) *Proc {
 	t.Helper()
+	return StartIn(t, "", name, env, path, args...)
+}
+
+// StartIn is Start with the working directory dir ("" for the test's).
+func StartIn(t testing.TB, dir, name string, env []string, path string, args ...string) *Proc {
+	t.Helper()
 	p := &Proc{Name: name, done: make(chan struct{})}
 	p.Cmd = exec.Command(path, args...)
+	p.Cmd.Dir = dir
 	p.Cmd.Env = append(BaseEnv(), env...)
 	p.Cmd.Stdout, p.Cmd.Stderr = &p.Stdout, &p.Stderr
 	if err := p.Cmd.Start(); err != nil {

@@ -120,8 +120,9 @@ type AdaptiveOptions struct {
 	MaxRetryAfter time.Duration
 	// RetryRefused, when positive, sends a request without a body that
 	// the server refused at once for load (a 429 or 503 without
-	// Retry-After) again, up to that many times, after a pause of about
-	// a round trip, before its answer is returned: for a caller whose own
+	// Retry-After) again, up to that many times, after a pause (a round
+	// trip, doubling up to a second), before its answer is returned: for a
+	// caller whose own
 	// retry waits long (the planner's Safe listing backs off half a second
 	// and more), a refusal that says only "not now" is best retried in
 	// the limiter, which knows when a slot may be free. 0 returns every
@@ -199,7 +200,6 @@ type Adaptive struct {
 	pausedUntil time.Time
 
 	startup  bool      // slow start: grows per success until a signal
-	ssLast   time.Time // last growth of slow start
 	lastDecr time.Time // answers to requests sent before it cannot decrease
 	round    round
 
@@ -211,14 +211,15 @@ type Adaptive struct {
 	stuck      int       // rounds at the minimum with a queue
 	stuckSince time.Time
 
-	ceiling   float64       // limit at the last refusal, 0 = none
-	probing   bool          // the limit is above ceiling-1 by a probe
-	probeWait time.Duration // between probes
-	probeAt   time.Time     // the last probe or refusal
-	probeOK   int           // probes in a row that held
-	successes int           // since the last probe or refusal
-	rate      rateWindow
-	starving  int // refusals in a row with nothing of ours at the server
+	ceiling     float64 // limit at the last refusal, 0 = none
+	lastRefused time.Time
+	probing     bool          // the limit is above ceiling-1 by a probe
+	probeWait   time.Duration // between probes
+	probeAt     time.Time     // the last probe or refusal
+	probeOK     int           // probes in a row that held
+	successes   int           // since the last probe or refusal
+	rate        rateWindow
+	starving    int // refusals in a row with nothing of ours at the server
 
 	errRate  float64 // average of "server error" over the recent answers
 	answers  int     // answers seen, for errMinAnswers
@@ -315,7 +316,7 @@ func (t *adaptiveTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		_ = resp.Body.Close()
-		if err := a.retryPause(ctx); err != nil {
+		if err := a.retryPause(ctx, retries); err != nil {
 			return nil, err
 		}
 	}
@@ -328,11 +329,13 @@ func refusedNow(resp *http.Response, err error) bool {
 		strings.TrimSpace(resp.Header.Get("Retry-After")) == ""
 }
 
-// retryPause waits about a round trip (jittered) before RetryRefused sends
-// a refused request again.
-func (a *Adaptive) retryPause(ctx context.Context) error {
+// retryPause waits before RetryRefused sends a refused request again: a
+// round trip at first, twice as long at each retry, up to a second, with
+// jitter. A server that keeps refusing is full of other requests; trying
+// again at once would only add refusals.
+func (a *Adaptive) retryPause(ctx context.Context, retries int) error {
 	a.mu.Lock()
-	d := min(max(a.base, a.floor, time.Millisecond), 100*time.Millisecond)
+	d := min(max(a.base, a.floor, time.Millisecond)<<min(retries, 10), time.Second)
 	d = time.Duration((0.5 + a.o.Rand()) * float64(d))
 	a.mu.Unlock()
 	t := time.NewTimer(d)

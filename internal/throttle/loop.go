@@ -58,6 +58,9 @@ const (
 	// starveMax caps the pause of a client refused with nothing of its own
 	// at the server.
 	starveMax = time.Second
+	// refusalConfirm: a refusal within that many round trips of another
+	// confirms a lower ceiling; after a quiet time it may be a race.
+	refusalConfirm = 16
 	// probeMin is the least wait between probes above a ceiling (and at
 	// least eight round trips); probeMaxFactor times ProbeInterval the
 	// most.
@@ -247,7 +250,21 @@ func (a *Adaptive) dropLocked(now time.Time, kind int, paused bool, ev *event) {
 		a.limit = a.restore
 	}
 	old := a.limit
-	a.ceiling = old
+	// The ceiling is the limit refused, but: refusals in a burst (within a
+	// round trip, as after slow start) keep the highest; and an isolated
+	// refusal below the ceiling leaves it, the limit coming back unless
+	// refused again soon. Such a refusal is as often a race at the server
+	// (a slot freed after its answer was sent, and the next request
+	// arriving first) or another client's probe as a lower capacity.
+	rt := max(a.base, a.floor, time.Millisecond)
+	since := now.Sub(a.lastRefused)
+	switch {
+	case a.ceiling == 0 || (since >= rt && since < refusalConfirm*rt):
+		a.ceiling = old
+	case since < rt:
+		a.ceiling = max(a.ceiling, old)
+	}
+	a.lastRefused = now
 	switch {
 	case kind == kindRefused && paused:
 		// Refused with Retry-After: a rate limit (a concurrency limit
@@ -273,7 +290,7 @@ func (a *Adaptive) dropLocked(now time.Time, kind int, paused bool, ev *event) {
 		// now is what fits (a refusal unrelated to load costs one).
 		a.limit = math.Floor(min(a.limit-1, float64(a.active)))
 	default:
-		// A timeout, 503 or 504 comes after a long wait: cut.
+		// A timeout or a 504 comes after a long wait: cut.
 		a.limit *= a.o.Backoff
 	}
 	a.limit = max(a.limit, float64(a.o.Min))
@@ -428,10 +445,15 @@ func (a *Adaptive) endRoundLocked(now time.Time, ev *event) {
 		a.stuck = 0
 	}
 
+	// A server that refused near this limit (a ceiling is set) refuses
+	// rather than queues: a modest rise of the round trips there is the
+	// client's own delay under load, not a queue, and must not hold the
+	// limit under the ceiling the refusals found.
+	refusing := a.ceiling > 0 && q <= startupExit
 	switch {
 	case r.drops > 0:
 		// The drop has decided for this round.
-	case q > a.o.Target:
+	case q > a.o.Target && !refusing:
 		// Queueing beyond the target: step toward the limit that keeps
 		// it, by gain of the way (all of it while the queue is as long as
 		// the overshoot of slow start leaves it), plus the headroom that
@@ -449,7 +471,7 @@ func (a *Adaptive) endRoundLocked(now time.Time, ev *event) {
 		}
 	case used && !a.erroring:
 		g := growth
-		if q > noQueue {
+		if q > noQueue && !refusing {
 			g = gain * (a.o.Target/q - 1)
 		}
 		a.limit = min(max(a.limit, a.limit*(1+g)+room), a.capLocked())

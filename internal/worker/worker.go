@@ -112,12 +112,26 @@ const (
 // leaves room for the jobs they have pulled and not started.
 const DefaultConcurrency = 256
 
-// pullBuffer bounds the jobs pulled from JetStream and not started yet:
-// enough that pulling is not the pipeline's bottleneck (fewer round trips
-// to the server), few enough that they start well within AckWait (they are
-// not heartbeated until started) unless the PVWA answers fewer than about
-// two calls a second.
-const pullBuffer = 64
+// pullBuffer bounds the jobs pulled from JetStream and not started yet by a
+// worker that follows a RequestLimit. They are this worker's until it
+// starts them, so at the end of a run a worker with a small share of the
+// PVWA would keep the others waiting on them; and they are not heartbeated
+// until started, so they must start well within AckWait even with a slow
+// PVWA. 16 costs the pipeline some of its speed with a no-op PVWA (more
+// pull round trips), never a real PVWA's. A worker with a fixed
+// Concurrency pulls that many ahead, at most 64.
+const (
+	pullBuffer      = 16
+	pullBufferFixed = 64
+)
+
+// pullAhead is how many jobs Run keeps pulled ahead.
+func (w *Worker) pullAhead() int {
+	if w.cfg.RequestLimit != nil {
+		return min(w.cfg.Concurrency, pullBuffer)
+	}
+	return min(w.cfg.Concurrency, pullBufferFixed)
+}
 
 // HoldFor is the number of jobs a worker works on at once when its PVWA
 // client may have limit requests in flight: each job has at most one
@@ -201,7 +215,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// holding our pull request dies (a cluster node lost), the iterator
 	// notices within seconds and pulls again from another node, instead
 	// of waiting out the default 30 s expiry.
-	it, err := w.streams.Workers.Messages(jetstream.PullMaxMessages(min(w.cfg.Concurrency, pullBuffer)),
+	it, err := w.streams.Workers.Messages(jetstream.PullMaxMessages(w.pullAhead()),
 		jetstream.PullExpiry(10*time.Second), jetstream.PullHeartbeat(2*time.Second))
 	if err != nil {
 		return fmt.Errorf("consume jobs: %w", err)
