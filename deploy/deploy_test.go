@@ -732,7 +732,7 @@ func TestMutationsAreRejected(t *testing.T) {
 		{name: "worker flag on the planner", file: cron, old: `"--watch"]`, new: `"--watch", "--metrics-addr", ":9090"]`, validator: validateKubernetes, want: "not defined: --metrics-addr"},
 		{name: "unknown variable in a ConfigMap", file: cm, old: "SAFEPERM_NATS_URL:", new: "SAFEPERM_NATS_ULR:", validator: validateKubernetes, want: "does not accept SAFEPERM_NATS_ULR"},
 		{name: "wrongly typed variable", file: cm, old: `SAFEPERM_NATS_REPLICAS: "3"`, new: `SAFEPERM_NATS_REPLICAS: "three"`, validator: validateKubernetes, want: "not a valid int"},
-		{name: "planner-only variable reaches the worker", file: cm, old: `SAFEPERM_RATE: "5"`, new: `SAFEPERM_RATE: "5"` + "\n  SAFEPERM_MEMBER: PSMAppUsers", validator: validateKubernetes, want: "worker does not accept SAFEPERM_MEMBER"},
+		{name: "planner-only variable reaches the worker", file: cm, old: `SAFEPERM_NATS_USER: "worker"`, new: `SAFEPERM_NATS_USER: "worker"` + "\n  SAFEPERM_MEMBER: PSMAppUsers", validator: validateKubernetes, want: "worker does not accept SAFEPERM_MEMBER"},
 		{name: "secret as a plain env value", file: dep, old: "          env:\n", new: "          env:\n            - name: SAFEPERM_PASSWORD\n              value: hunter2\n", validator: validateKubernetes, want: "SAFEPERM_PASSWORD must come from a secretKeyRef"},
 		{name: "secret in a ConfigMap", file: cm, old: `  SAFEPERM_LOG_LEVEL: "info"`, new: `  SAFEPERM_LOG_LEVEL: "info"` + "\n  SAFEPERM_NATS_PASSWORD: hunter2", validator: validateKubernetes, want: "secret SAFEPERM_NATS_PASSWORD in ConfigMap"},
 		{name: "liveness probe path", file: dep, old: "path: /healthz", new: "path: /health", validator: validateKubernetes, want: "liveness probe must GET /healthz"},
@@ -759,7 +759,7 @@ func TestMutationsAreRejected(t *testing.T) {
 		{name: "secret on the command line", file: wunit, old: "--password-file %d/pvwa-password", new: "--password-file /etc/safeperm/pvwa-password", validator: validateSystemd, want: "LoadCredential"},
 		{name: "drift unit not oneshot", file: dunit, old: "Type=oneshot", new: "Type=simple", validator: validateSystemd, want: "Type=oneshot"},
 		{name: "unknown variable in the env file", file: envfile, old: "SAFEPERM_NATS_URL=", new: "SAFEPERM_NATS_ULR=", validator: validateEnvFile, want: "SAFEPERM_NATS_ULR"},
-		{name: "env file misses a variable", file: envfile, old: "#SAFEPERM_RATE=5\n", new: "", validator: validateEnvFile, want: "SAFEPERM_RATE is not documented"},
+		{name: "env file misses a variable", file: envfile, old: "#SAFEPERM_RATE=0\n", new: "", validator: validateEnvFile, want: "SAFEPERM_RATE is not documented"},
 		{name: "secret set in the env file", file: envfile, old: "#SAFEPERM_NATS_PASSWORD=\n", new: "SAFEPERM_NATS_PASSWORD=hunter2\n", validator: validateEnvFile, want: "secret"},
 		{name: "inline comment in the env file", file: envfile, old: "SAFEPERM_LOG_LEVEL=info\n", new: "SAFEPERM_LOG_LEVEL=info # or debug\n", validator: validateEnvFile, want: "not a valid"},
 		// NATS
