@@ -80,8 +80,10 @@ type PageLister interface {
 
 var _ PageLister = (*pam.Client)(nil)
 
-// cpmPassPages is how many pages of the first pass are read at once.
-const cpmPassPages = 8
+// cpmPassPages is how many pages of the first pass are read at once: few
+// enough that even a small PVWA (4 requests at once) takes them without
+// refusing, and the pass holds that many pages at most.
+const cpmPassPages = 4
 
 // managingCPMs calls add with the managingCPM of every Safe the PVWA lists,
 // in listing order. The order of the Safes does not matter to the first
@@ -110,7 +112,7 @@ func managingCPMs(ctx context.Context, l Lister, log zerolog.Logger, add func(ma
 	return nil
 }
 
-// managingCPMsByPage reads the pages side by side. It returns -1 when it
+// managingCPMsByPage reads the pages side by side, cpmPassPages at a time. It returns -1 when it
 // read them all, else the offset to read on from in order (0: the PVWA
 // gave no total).
 func managingCPMsByPage(ctx context.Context, pl PageLister, log zerolog.Logger, add func(string)) (int, error) {
@@ -129,43 +131,47 @@ func managingCPMsByPage(ctx context.Context, pl PageLister, log zerolog.Logger, 
 		return -1, nil
 	}
 	n := (first.Count - step + step - 1) / step
-	pages := make([][]string, n)
-	var more bool
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(cpmPassPages)
-	for i := range n {
-		g.Go(func() error {
-			p, err := pageWithRetries(gctx, pl, step*(i+1), log)
-			if err != nil {
-				return err
-			}
-			if len(p.Safes) > 0 && p.Safes[0].Name == first.Safes[0].Name {
-				return errOffsetIgnored
-			}
-			cpms := make([]string, len(p.Safes))
-			for k, s := range p.Safes {
-				cpms[k] = s.ManagingCPM
-			}
-			pages[i] = cpms
-			if i == n-1 {
-				more = p.More
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); errors.Is(err, errOffsetIgnored) {
-		log.Warn().Msg("the PVWA ignores the offset of the Safe list: reading it page after page")
-		return 0, nil
-	} else if err != nil {
-		return 0, err
-	}
-	for _, cpms := range pages {
-		for _, c := range cpms {
-			add(c)
+	// A batch of pages at a time, added in listing order before the next:
+	// the pass holds cpmPassPages pages at most, whatever the Vault's size.
+	for lo := 0; lo < n; lo += cpmPassPages {
+		hi := min(n, lo+cpmPassPages)
+		pages := make([][]string, hi-lo)
+		var more bool
+		g, gctx := errgroup.WithContext(ctx)
+		for i := lo; i < hi; i++ {
+			g.Go(func() error {
+				p, err := pageWithRetries(gctx, pl, step*(i+1), log)
+				if err != nil {
+					return err
+				}
+				if len(p.Safes) > 0 && p.Safes[0].Name == first.Safes[0].Name {
+					return errOffsetIgnored
+				}
+				cpms := make([]string, len(p.Safes))
+				for k, s := range p.Safes {
+					cpms[k] = s.ManagingCPM
+				}
+				pages[i-lo] = cpms
+				if i == n-1 {
+					more = p.More
+				}
+				return nil
+			})
 		}
-	}
-	if more {
-		return step * (n + 1), nil // the list grew since the first page
+		if err := g.Wait(); errors.Is(err, errOffsetIgnored) {
+			log.Warn().Msg("the PVWA ignores the offset of the Safe list: reading it page after page")
+			return 0, nil
+		} else if err != nil {
+			return 0, err
+		}
+		for _, cpms := range pages {
+			for _, c := range cpms {
+				add(c)
+			}
+		}
+		if more {
+			return step * (n + 1), nil // the list grew since the first page
+		}
 	}
 	return -1, nil
 }
