@@ -385,14 +385,15 @@ func mixOf(b testing.TB, n int) vaultMix {
 func (m vaultMix) pages() int { return (m.visible + 999) / 1000 }
 
 // idealCalls is the least number of calls a run makes: logon, two
-// listings, a GET per Safe, a write per Safe to change (or, on a re-run,
+// listings (the second starts after the first page, which the first keeps),
+// a GET per Safe, a write per Safe to change (or, on a re-run,
 // per read-only Safe to change: its write is refused again), logoff.
 func (m vaultMix) idealCalls(rerun bool) int {
 	writes := m.changed
 	if rerun {
 		writes = m.changed - m.writable
 	}
-	return 2 + 2*m.pages() + m.jobs + writes
+	return 2 + 2*m.pages() - 1 + m.jobs + writes
 }
 
 // phases splits a run by the simulator's samples: the first and the last
@@ -518,23 +519,23 @@ func noteOf(sh shape, r Row, ph phases, out runOutcome, idealTime time.Duration,
 	pages := sum(st.Requests[pamtest.RouteSafes])
 	before, tail := ph.first, out.took-ph.last
 	fmt.Fprintf(&b, "The run took %s where the ideal is %s. From the simulator's counters, sampled every 100 ms: "+
-		"%s before the first member read (process start, logon, and the planner's first listing pass, which reads every page of Safes, "+
-		"one after the other, before it publishes the first job: %d pages of the %d the run read, a service time each); "+
+		"%s before the first member read (process start, logon, and the planner's first listing pass, which reads every page of Safes "+
+		"before it publishes the first job, the first page on its own and then the others side by side: %d pages of the %d the run read); "+
 		"the work, %s at %.3f of the capacity with %.1f requests in flight at the PVWA on average (%.1f of them queued; C=%d); "+
 		"%s after the last member call (last results, summary, logoff, exit). Requests in flight at the PVWA, mean per second of the run: %s.",
 		out.took.Round(10*time.Millisecond), idealTime.Round(10*time.Millisecond), before.Round(100*time.Millisecond),
-		pages/2, pages, (ph.last - ph.first).Round(100*time.Millisecond), workRatio, ph.inFlight, ph.queued, sh.slots,
+		(pages+1)/2, pages, (ph.last - ph.first).Round(100*time.Millisecond), workRatio, ph.inFlight, ph.queued, sh.slots,
 		tail.Round(100*time.Millisecond), series(ph.inFlightBySecond))
 	if r.Ratio < r.RatioTarget {
 		lost := out.took - idealTime
 		listing := float64(before) / float64(max(lost, time.Millisecond))
 		switch {
 		case workRatio >= r.RatioTarget:
-			fmt.Fprintf(&b, " The work itself ran at %.3f, above the target: %.0f%% of the time lost is before the first job, above all the planner's "+
-				"first listing pass, whose share of an ideal run is about C ÷ 1,700 (a page of 1,000 Safes is about 1,700 calls of work, and a page "+
-				"takes as long as a call): %.1f%% here. A first pass that fetched its pages in parallel (their offsets are known from the first "+
-				"page's count), or a planner that published the jobs of Safes that cannot be a CPM's during the first pass, would remove it.",
-				workRatio, 100*listing, 100*float64(sh.slots)/1700)
+			fmt.Fprintf(&b, " The work itself ran at %.3f, above the target: %.0f%% of the time lost is before the first job: the logon, the "+
+				"first listing pass (two round trips: the first page, then the others side by side) and the second pass's first jobs. A planner "+
+				"that published the jobs of Safes that cannot be a CPM's during the first pass would remove most of it; the round trips are "+
+				"long next to an ideal run of %s at C=%d.",
+				workRatio, 100*listing, idealTime.Round(100*time.Millisecond), sh.slots)
 		case !sh.queueing && sh.rate == 0:
 			fmt.Fprintf(&b, " A server that refuses above C leaves nothing to queue: every slot stays idle from the moment it answers until "+
 				"the client's next request reaches it (reading the answer, the job's next step, the Go scheduler on a 2-core machine that "+

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -80,100 +81,122 @@ type PageLister interface {
 
 var _ PageLister = (*pam.Client)(nil)
 
-// cpmPassPages is how many pages of the first pass are read at once: few
-// enough that even a small PVWA (4 requests at once) takes them without
-// refusing, and the pass holds that many pages at most.
-const cpmPassPages = 4
+// cpmPassPages is how many pages of the first pass are requested at once
+// (the adaptive limit of the client decides how many are in flight).
+const cpmPassPages = 16
 
-// managingCPMs calls add with the managingCPM of every Safe the PVWA lists,
-// in listing order. The order of the Safes does not matter to the first
-// pass, so when the lister can fetch a page at an offset and the first page
-// tells the total, the other pages are read cpmPassPages at a time: the
-// pass takes a few round trips instead of one per page, and the workers
-// start that much sooner. Otherwise, or when the list grew meanwhile, it
-// reads on in order.
-func managingCPMs(ctx context.Context, l Lister, log zerolog.Logger, add func(managingCPM string)) error {
+// managingCPMs calls add with the managingCPM of the Safes the PVWA lists,
+// each distinct value at least once, in the order they first appear in the
+// listing. The order of the Safes does not matter to the first pass, so
+// when the lister can fetch a page at an offset and the first page tells
+// the total, the other pages are read side by side: the pass takes a few
+// round trips instead of one per page, and the workers start that much
+// sooner. Otherwise, or when the list grew meanwhile, it reads on in
+// order. head is the first page when it was read on its own: the second
+// pass starts with it instead of reading it again.
+func managingCPMs(ctx context.Context, l Lister, log zerolog.Logger, add func(managingCPM string)) (head []pam.Safe, err error) {
 	resumeAt := 0
 	if pl, ok := l.(PageLister); ok {
-		var err error
-		if resumeAt, err = managingCPMsByPage(ctx, pl, log, add); err != nil {
-			return err
+		if head, resumeAt, err = managingCPMsByPage(ctx, pl, log, add); err != nil {
+			return nil, err
 		}
 		if resumeAt < 0 {
-			return nil
+			return head, nil
 		}
+		head = nil
 	}
 	for s, err := range allSafesFrom(ctx, l, log, resumeAt) {
 		if err != nil {
-			return err
+			return nil, err
 		}
 		add(s.ManagingCPM)
 	}
-	return nil
+	return nil, nil
 }
 
-// managingCPMsByPage reads the pages side by side, cpmPassPages at a time. It returns -1 when it
-// read them all, else the offset to read on from in order (0: the PVWA
-// gave no total).
-func managingCPMsByPage(ctx context.Context, pl PageLister, log zerolog.Logger, add func(string)) (int, error) {
+// managingCPMsByPage reads the pages side by side and keeps, per page, its
+// distinct managingCPM values only, so the pass holds little whatever the
+// Vault's size. It returns the first page and -1 when it read them all,
+// else the offset to read on from in order (0: the PVWA gave no total).
+func managingCPMsByPage(ctx context.Context, pl PageLister, log zerolog.Logger, add func(string)) ([]pam.Safe, int, error) {
 	first, err := pageWithRetries(ctx, pl, 0, log)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	step := len(first.Safes)
 	if !first.HasCount || step == 0 {
-		return 0, nil
+		return nil, 0, nil
 	}
-	for _, s := range first.Safes {
-		add(s.ManagingCPM)
+	for _, c := range distinctCPMs(first.Safes) {
+		add(c)
 	}
 	if !first.More && first.Count <= step {
-		return -1, nil
+		return first.Safes, -1, nil
 	}
 	n := (first.Count - step + step - 1) / step
-	// A batch of pages at a time, added in listing order before the next:
-	// the pass holds cpmPassPages pages at most, whatever the Vault's size.
-	for lo := 0; lo < n; lo += cpmPassPages {
-		hi := min(n, lo+cpmPassPages)
-		pages := make([][]string, hi-lo)
-		var more bool
-		g, gctx := errgroup.WithContext(ctx)
-		for i := lo; i < hi; i++ {
-			g.Go(func() error {
-				p, err := pageWithRetries(gctx, pl, step*(i+1), log)
-				if err != nil {
-					return err
-				}
-				if len(p.Safes) > 0 && p.Safes[0].Name == first.Safes[0].Name {
-					return errOffsetIgnored
-				}
-				cpms := make([]string, len(p.Safes))
-				for k, s := range p.Safes {
-					cpms[k] = s.ManagingCPM
-				}
-				pages[i-lo] = cpms
-				if i == n-1 {
-					more = p.More
-				}
-				return nil
-			})
-		}
-		if err := g.Wait(); errors.Is(err, errOffsetIgnored) {
-			log.Warn().Msg("the PVWA ignores the offset of the Safe list: reading it page after page")
-			return 0, nil
-		} else if err != nil {
-			return 0, err
-		}
-		for _, cpms := range pages {
-			for _, c := range cpms {
-				add(c)
+	pages := make([][]string, n)
+	var more bool
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(cpmPassPages)
+	for i := range n {
+		g.Go(func() error {
+			p, err := pageWithRetries(gctx, pl, step*(i+1), log)
+			if err != nil {
+				return err
 			}
-		}
-		if more {
-			return step * (n + 1), nil // the list grew since the first page
+			if len(p.Safes) > 0 && p.Safes[0].Name == first.Safes[0].Name {
+				return errOffsetIgnored
+			}
+			pages[i] = distinctCPMs(p.Safes)
+			if i == n-1 {
+				more = p.More
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); errors.Is(err, errOffsetIgnored) {
+		log.Warn().Msg("the PVWA ignores the offset of the Safe list: reading it page after page")
+		return nil, 0, nil
+	} else if err != nil {
+		return nil, 0, err
+	}
+	for _, cpms := range pages {
+		for _, c := range cpms {
+			add(c)
 		}
 	}
-	return -1, nil
+	if more {
+		return nil, step * (n + 1), nil // the list grew since the first page
+	}
+	return first.Safes, -1, nil
+}
+
+// distinctCPMs returns the distinct managingCPM values of safes, in order.
+func distinctCPMs(safes []pam.Safe) []string {
+	var out []string
+	for _, s := range safes {
+		if !slices.Contains(out, s.ManagingCPM) {
+			out = append(out, s.ManagingCPM)
+		}
+	}
+	return out
+}
+
+// withHead yields head, then rest: the second pass starts with the page
+// the first pass kept.
+func withHead(head []pam.Safe, rest iter.Seq2[pam.Safe, error]) iter.Seq2[pam.Safe, error] {
+	return func(yield func(pam.Safe, error) bool) {
+		for _, s := range head {
+			if !yield(s, nil) {
+				return
+			}
+		}
+		for s, err := range rest {
+			if !yield(s, err) {
+				return
+			}
+		}
+	}
 }
 
 // errOffsetIgnored says a page at an offset began like the first page.

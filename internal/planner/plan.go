@@ -112,7 +112,8 @@ func Publish(ctx context.Context, p Plan, safes Lister, sink Sink) (Summary, err
 		p.Filter.Internal = internal
 	}
 
-	if err := managingCPMs(ctx, safes, log, internal.AddCPMsFrom); err != nil {
+	head, err := managingCPMs(ctx, safes, log, internal.AddCPMsFrom)
+	if err != nil {
 		return sum, fmt.Errorf("list Safes (CPM pass): %w", err)
 	}
 	sum.CPMs = internal.CPMs()
@@ -126,7 +127,7 @@ func Publish(ctx context.Context, p Plan, safes Lister, sink Sink) (Summary, err
 		every = 1000
 	}
 	now := time.Now().UTC()
-	for s, err := range allSafes(ctx, safes, log) {
+	for s, err := range withHead(head, allSafesFrom(ctx, safes, log, len(head))) {
 		if err != nil {
 			return sum, fmt.Errorf("list Safes: %w", err)
 		}
