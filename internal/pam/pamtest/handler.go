@@ -258,12 +258,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &call{h: h, r: r}
-	c.w = &recorder{ResponseWriter: w, onStatus: func(status int) { h.c.count(c.route, status) }}
-	cur := h.c.inFlight.Add(1)
-	defer func() {
+	// The request is counted, and leaves the in-flight count, when its
+	// status is set, before the answer is sent: a client that has its
+	// answer finds the stats up to date.
+	c.w = &recorder{ResponseWriter: w, onStatus: func(status int) {
+		h.c.count(c.route, status)
 		h.c.inFlight.Add(-1)
-		c.w.setStatus(0) // counted as status 0 if nothing was written
-	}()
+	}}
+	cur := h.c.inFlight.Add(1)
+	defer c.w.setStatus(0) // counted as status 0 if nothing was written
 	kind := pathUnknown
 	if ok {
 		kind, c.safe, c.member = h.match(segs)
@@ -293,7 +296,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// token endpoint is another service.
 		release, ok := h.q.acquire(r.Context(), h.done)
 		if !ok {
-			c.w.status = 499 // client gone while queued; nothing can be written
+			c.w.setStatus(499) // client gone while queued; nothing can be written
 			return
 		}
 		defer release()
@@ -365,7 +368,7 @@ func (h *Handler) inject(c *call, fs *faultState) bool {
 		case <-t.C:
 		case <-c.r.Context().Done():
 			t.Stop()
-			c.w.status = 499 // client gone; nothing can be written
+			c.w.setStatus(499) // client gone; nothing can be written
 			return false
 		case <-h.done:
 			t.Stop()
