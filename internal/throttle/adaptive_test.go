@@ -83,6 +83,7 @@ func TestAdaptiveRefusingServer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPVWA(t, pamtest.Faults{MaxInFlight: tt.c, Latency: 25 * time.Millisecond, Jitter: 5 * time.Millisecond})
+			ref := p.reference(t, tt.c, 500*time.Millisecond, 2*time.Second)
 			m := run(t, p, newClients(t, tt.clients, throttle.AdaptiveOptions{}), 2*time.Second, 2*time.Second)
 			if frac := float64(m.refused) / float64(max(1, m.ok+m.refused)); frac > 0.03 {
 				t.Errorf("refused fraction %.4f once adapted, want <= 0.03", frac)
@@ -90,8 +91,8 @@ func TestAdaptiveRefusingServer(t *testing.T) {
 			if got := median(m.total); got < tt.c/2 || got > tt.c+2 {
 				t.Errorf("total limit %d, want about C=%d", got, tt.c)
 			}
-			if m.ratio < 0.6 {
-				t.Errorf("throughput %.3f of the capacity, want >= 0.6", m.ratio)
+			if rel := m.rate / ref; rel < 0.6 {
+				t.Errorf("throughput %.3f of what C requests in flight get, want >= 0.6", rel)
 			}
 		})
 	}
@@ -114,15 +115,20 @@ func TestAdaptiveQueueingServer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPVWA(t, pamtest.Faults{Slots: tt.c, Latency: tt.latency, Jitter: tt.latency / 5})
+			ref := p.reference(t, tt.c, 500*time.Millisecond, 2*time.Second)
 			m := run(t, p, newClients(t, tt.clients, throttle.AdaptiveOptions{}), 2*time.Second, 2*time.Second)
-			if got := median(m.total); got < tt.c*3/4 || got > 2*tt.c {
-				t.Errorf("total limit %d, want within [%d, %d] around C=%d", got, tt.c*3/4, 2*tt.c, tt.c)
+			// Not far above C (the queue stays short) and not collapsed:
+			// on a loaded machine the client's own delays read as a queue
+			// and hold the limit somewhat under C, which the throughput
+			// bound below (relative to this machine) covers.
+			if got := median(m.total); got < tt.c/2 || got > 2*tt.c {
+				t.Errorf("total limit %d, want within [%d, %d] around C=%d", got, tt.c/2, 2*tt.c, tt.c)
 			}
 			if m.waitRatio > 0.5 {
 				t.Errorf("median queue wait %.2f of the service time, want <= 0.5", m.waitRatio)
 			}
-			if m.ratio < 0.7 {
-				t.Errorf("throughput %.3f of the capacity, want >= 0.7", m.ratio)
+			if rel := m.rate / ref; rel < 0.7 {
+				t.Errorf("throughput %.3f of what C requests in flight get, want >= 0.7", rel)
 			}
 			if m.refused != 0 {
 				t.Errorf("%d refused by a server that queues", m.refused)

@@ -237,11 +237,35 @@ func (p *pvwa) drive(ctx context.Context, t testing.TB, clients []*client, calle
 	return &wg
 }
 
+// reference is what a client with perfect knowledge gets from p on this
+// machine, now: exactly n requests in flight (the PVWA's C), no limiter,
+// member reads answered per second over d after warm. The loop's
+// throughput is compared with it rather than with the nominal capacity:
+// on a loaded machine the client's own delays (the scheduler, the race
+// detector, other processes) cost both alike, and that is not the loop's
+// doing.
+func (p *pvwa) reference(t *testing.T, n int, warm, d time.Duration) float64 {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	wg := p.drive(ctx, t, []*client{{rt: testTransport()}}, n)
+	time.Sleep(warm)
+	p.ResetStats()
+	start := time.Now()
+	time.Sleep(d)
+	st := p.Stats()
+	rate := float64(st.Count(pamtest.RouteMember, 200)+st.Count(pamtest.RouteMember, 404)) / time.Since(start).Seconds()
+	stop()
+	wg.Wait()
+	t.Logf("reference: %d requests in flight without a limiter: %.0f reads/s (%.3f of the nominal capacity)", n, rate, rate/p.capacity())
+	return rate
+}
+
 // measured is what a measurement window saw at the PVWA.
 type measured struct {
 	ok, refused, errors int64
 	elapsed             time.Duration
 	ratio               float64 // member reads answered ÷ capacity
+	rate                float64 // member reads answered per second
 	queue               pamtest.QueueStats
 	waitRatio           float64 // median queue wait ÷ service time
 	total               []int   // sum of the clients' limits, sampled
@@ -271,7 +295,8 @@ func (p *pvwa) measure(clients []*client, d time.Duration) measured {
 	m.ok = st.Count(pamtest.RouteMember, 200) + st.Count(pamtest.RouteMember, 404)
 	m.refused = st.Faults.InFlight429 + st.Faults.Rate429
 	m.errors = st.Faults.Random500
-	m.ratio = float64(m.ok) / m.elapsed.Seconds() / p.capacity()
+	m.rate = float64(m.ok) / m.elapsed.Seconds()
+	m.ratio = m.rate / p.capacity()
 	m.queue = st.Queue
 	if f := p.Faults(); f.Latency > 0 {
 		m.waitRatio = float64(st.Queue.Median()) / float64(f.Latency+f.Jitter/2)
