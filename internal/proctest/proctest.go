@@ -6,7 +6,6 @@
 package proctest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 // Builds compiles a set of packages once, into a temporary directory.
@@ -95,31 +96,11 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// Buffer is an io.Writer safe for concurrent writes and reads.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write appends p.
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns everything written so far.
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Proc is one process under test.
 type Proc struct {
 	Name           string
 	Cmd            *exec.Cmd
-	Stdout, Stderr Buffer
+	Stdout, Stderr testutil.Buffer
 
 	done chan struct{}
 	err  error

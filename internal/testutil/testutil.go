@@ -1,5 +1,6 @@
 // Package testutil holds the few helpers every test package of safeperm
-// needs: waiting for a condition and a context bounded by the test.
+// needs: waiting for a condition, a context bounded by the test, a buffer
+// safe for concurrent use, and a JSON decoder that rejects repeated keys.
 package testutil
 
 import (

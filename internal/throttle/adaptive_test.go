@@ -1,7 +1,6 @@
 package throttle_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -162,7 +161,7 @@ func TestAdaptiveBacksOffWhenErrorsDominate(t *testing.T) {
 	t.Parallel()
 	p := newPVWA(t, pamtest.Faults{Latency: 5 * time.Millisecond, P500: 0.6})
 	var sig signals
-	var logs syncBuffer
+	var logs testutil.Buffer
 	a := throttle.NewAdaptive(throttle.AdaptiveOptions{Initial: 16, OnThrottle: sig.add, Logger: zerolog.New(&logs).Level(zerolog.WarnLevel)})
 	c := newClient(a)
 	ctx, stop := context.WithCancel(context.Background())
@@ -460,21 +459,3 @@ func TestAdaptiveCancelWhileWaiting(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
