@@ -75,7 +75,7 @@ connection flags and the password in SAFEPERM_PASSWORD, against ` + "`bin/pvwasi
 in one shape: refusing with 429 above C requests in flight, queueing above C
 (as IIS does), queueing with 5% random HTML 500s, or a token bucket answering
 429 with Retry-After. The ideal time is the least number of calls a correct
-run makes (logon, the Safe list pages the planner reads (it lists twice), one
+run makes (logon, the Safe list pages the planner reads (it lists twice, the second time from the 9th page), one
 GET per Safe, one write per Safe to change, logoff; over 0.95 when 5% of the
 answers are spoiled by 500s) over the PVWA's capacity (C over the mean service
 time, or the bucket's rate); the measured time is the whole command's, from
@@ -385,15 +385,15 @@ func mixOf(b testing.TB, n int) vaultMix {
 func (m vaultMix) pages() int { return (m.visible + 999) / 1000 }
 
 // idealCalls is the least number of calls a run makes: logon, two
-// listings (the second starts after the first page, which the first keeps),
-// a GET per Safe, a write per Safe to change (or, on a re-run,
+// listings (the second starts after the first 8 pages, which the first
+// keeps), a GET per Safe, a write per Safe to change (or, on a re-run,
 // per read-only Safe to change: its write is refused again), logoff.
 func (m vaultMix) idealCalls(rerun bool) int {
 	writes := m.changed
 	if rerun {
 		writes = m.changed - m.writable
 	}
-	return 2 + 2*m.pages() - 1 + m.jobs + writes
+	return 2 + m.pages() + max(0, m.pages()-8) + m.jobs + writes
 }
 
 // phases splits a run by the simulator's samples: the first and the last

@@ -92,8 +92,10 @@ const cpmPassPages = 16
 // the total, the other pages are read side by side: the pass takes a few
 // round trips instead of one per page, and the workers start that much
 // sooner. Otherwise, or when the list grew meanwhile, it reads on in
-// order. head is the first page when it was read on its own: the second
-// pass starts with it instead of reading it again.
+// order. head is the first keepPages pages when they were read on their
+// own: the second pass starts with them instead of reading them again
+// (a Vault of up to keepPages pages is listed once, the workers' requests
+// then have the PVWA to themselves).
 func managingCPMs(ctx context.Context, l Lister, log zerolog.Logger, add func(managingCPM string)) (head []pam.Safe, err error) {
 	resumeAt := 0
 	if pl, ok := l.(PageLister); ok {
@@ -114,9 +116,14 @@ func managingCPMs(ctx context.Context, l Lister, log zerolog.Logger, add func(ma
 	return nil, nil
 }
 
+// keepPages is how many pages of Safes the first pass keeps for the second:
+// a few MiB at most.
+const keepPages = 8
+
 // managingCPMsByPage reads the pages side by side and keeps, per page, its
-// distinct managingCPM values only, so the pass holds little whatever the
-// Vault's size. It returns the first page and -1 when it read them all,
+// distinct managingCPM values only (and the Safes of the first keepPages
+// pages), so the pass holds little whatever the Vault's size. It returns
+// the kept pages' Safes and -1 when it read them all,
 // else the offset to read on from in order (0: the PVWA gave no total).
 func managingCPMsByPage(ctx context.Context, pl PageLister, log zerolog.Logger, add func(string)) ([]pam.Safe, int, error) {
 	first, err := pageWithRetries(ctx, pl, 0, log)
@@ -135,6 +142,7 @@ func managingCPMsByPage(ctx context.Context, pl PageLister, log zerolog.Logger, 
 	}
 	n := (first.Count - step + step - 1) / step
 	pages := make([][]string, n)
+	kept := make([][]pam.Safe, min(n, keepPages-1))
 	var more bool
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(cpmPassPages)
@@ -148,6 +156,9 @@ func managingCPMsByPage(ctx context.Context, pl PageLister, log zerolog.Logger, 
 				return errOffsetIgnored
 			}
 			pages[i] = distinctCPMs(p.Safes)
+			if i < len(kept) {
+				kept[i] = p.Safes
+			}
 			if i == n-1 {
 				more = p.More
 			}
@@ -168,7 +179,11 @@ func managingCPMsByPage(ctx context.Context, pl PageLister, log zerolog.Logger, 
 	if more {
 		return nil, step * (n + 1), nil // the list grew since the first page
 	}
-	return first.Safes, -1, nil
+	head := first.Safes
+	for _, k := range kept {
+		head = append(head, k...)
+	}
+	return head, -1, nil
 }
 
 // distinctCPMs returns the distinct managingCPM values of safes, in order.

@@ -401,11 +401,22 @@ func TestCPMPassByPage(t *testing.T) {
 	if strings.Join(byPage, "|") != strings.Join(distinct, "|") {
 		t.Fatalf("by page: %q; in order: %q; want the same, in the order they first appear", byPage, distinct)
 	}
-	if len(head) != 50 {
-		t.Errorf("kept a first page of %d Safes, want 50", len(head))
+	if len(head) != 50*8 {
+		t.Errorf("kept %d Safes, want the first 8 pages of 50", len(head))
 	}
 	pages := (len(inOrder) + 49) / 50
 	if got := e.srv.Stats().Count(pamtest.RouteSafes, 200); int(got) != pages {
 		t.Errorf("%d page requests, want %d (each page once)", got, pages)
+	}
+	// The second pass reads on after the kept pages: together in order.
+	var second []string
+	for s, err := range withHead(head, allSafesFrom(ctx, c, zerolog.Nop(), len(head))) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		second = append(second, s.ManagingCPM)
+	}
+	if strings.Join(second, "|") != strings.Join(inOrder, "|") {
+		t.Errorf("second pass: %d Safes, want the %d of the listing, in order", len(second), len(inOrder))
 	}
 }
