@@ -520,11 +520,11 @@ func noteOf(sh shape, r Row, ph phases, out runOutcome, idealTime time.Duration,
 	before, tail := ph.first, out.took-ph.last
 	fmt.Fprintf(&b, "The run took %s where the ideal is %s. From the simulator's counters, sampled every 100 ms: "+
 		"%s before the first member read (process start, logon, and the planner's first listing pass, which reads every page of Safes "+
-		"before it publishes the first job, the first page on its own and then the others side by side: %d pages of the %d the run read); "+
+		"before it publishes the first job, the first page on its own and then the others side by side; %d page requests in all); "+
 		"the work, %s at %.3f of the capacity with %.1f requests in flight at the PVWA on average (%.1f of them queued; C=%d); "+
 		"%s after the last member call (last results, summary, logoff, exit). Requests in flight at the PVWA, mean per second of the run: %s.",
 		out.took.Round(10*time.Millisecond), idealTime.Round(10*time.Millisecond), before.Round(100*time.Millisecond),
-		(pages+1)/2, pages, (ph.last - ph.first).Round(100*time.Millisecond), workRatio, ph.inFlight, ph.queued, sh.slots,
+		pages, (ph.last - ph.first).Round(100*time.Millisecond), workRatio, ph.inFlight, ph.queued, sh.slots,
 		tail.Round(100*time.Millisecond), series(ph.inFlightBySecond))
 	if r.Ratio < r.RatioTarget {
 		lost := out.took - idealTime
