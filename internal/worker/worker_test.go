@@ -249,9 +249,12 @@ func TestWorkerTransientThenDeadLetter(t *testing.T) {
 }
 
 // TestWorkerShutdownHandsBack: a worker stopped with jobs in flight hands
-// them back; another worker finishes them and nothing is lost.
+// them back; another worker finishes them and nothing is lost. A job the
+// server had sent to the stopping worker's pull request, and that never
+// reached it, comes back after the consumer's AckWait: 3 s here (60 s by
+// default), so that the test waits for it (it once missed it at 60 s).
 func TestWorkerShutdownHandsBack(t *testing.T) {
-	env := startNATS(t, nil)
+	env := startNATS(t, func(c *jobs.Config) { c.AckWait = 3 * time.Second })
 	srv, c := newSim(t, pamtest.Options{Safes: 150, Seed: 24})
 	if err := srv.SetFaults(pamtest.Faults{Latency: 300 * time.Millisecond}); err != nil {
 		t.Fatal(err)
