@@ -14,37 +14,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/safeperm/safeperm/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // start runs pvwasim in-process and returns its base URL, a function that
 // stops it and returns run's error, and its stderr.
-func start(t *testing.T, args []string, env map[string]string) (string, func() error, *syncBuffer) {
+func start(t *testing.T, args []string, env map[string]string) (string, func() error, *testutil.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	stderr := &syncBuffer{}
+	stderr := &testutil.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		err := run(ctx, args, func(k string) string { return env[k] }, pw, stderr, nil)
@@ -262,7 +245,7 @@ func TestBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr testutil.Buffer
 	cmd.Stderr = &stderr
 	began := time.Now()
 	if err := cmd.Start(); err != nil {

@@ -1,13 +1,11 @@
 package jobs_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,23 +17,6 @@ import (
 	"github.com/safeperm/safeperm/internal/secret"
 	"github.com/safeperm/safeperm/internal/testutil"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startAuthServer runs a TCP server that requires user/password.
 func startAuthServer(t *testing.T, user, pw string) *server.Server {
@@ -59,7 +40,7 @@ func TestConnect(t *testing.T) {
 	t.Parallel()
 	const pw = "Sup3r-S3cret-pw!"
 	ns := startAuthServer(t, "safeperm", pw)
-	var logs lockedBuffer
+	var logs testutil.Buffer
 	log := zerolog.New(&logs)
 	ctx := testutil.Context(t, 20*time.Second)
 

@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,29 +23,10 @@ import (
 	sptest "github.com/safeperm/safeperm/internal/testutil"
 )
 
-// syncBuffer is a bytes.Buffer safe for the server's and the test's
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // server is a Serve running on 127.0.0.1:0 for one test.
 type server struct {
 	url    string
-	logs   *syncBuffer
+	logs   *sptest.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -56,7 +35,7 @@ type server struct {
 func startServe(t *testing.T, h http.Handler) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	s := &server{logs: &sptest.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	bound := make(chan net.Addr, 1)
 	log := zerolog.New(s.logs)
 	go func() { s.done <- Serve(ctx, "127.0.0.1:0", h, log, func(a net.Addr) { bound <- a }) }()

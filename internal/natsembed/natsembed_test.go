@@ -1,13 +1,11 @@
 package natsembed
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,25 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/safeperm/safeperm/internal/testutil"
 )
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func startT(t *testing.T, o Options) *Server {
 	t.Helper()
@@ -108,7 +90,7 @@ func TestStartModes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var logs syncBuffer
+			var logs testutil.Buffer
 			s := startT(t, Options{Listen: tt.listen, Logger: zerolog.New(&logs)})
 			if s.Listening() != tt.listening {
 				t.Errorf("Listening() = %v, want %v", s.Listening(), tt.listening)

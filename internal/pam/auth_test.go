@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/safeperm/safeperm/internal/secret"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 // memberJSON is a minimal valid member answer.
@@ -428,7 +429,7 @@ func newFakeIdentity(t *testing.T, expiresIn string) *fakeIdentity {
 
 func identityClient(t *testing.T, fi *fakeIdentity, clock *fakeClock) *Client {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	cfg := testConfig(fi.srv.URL+"/PasswordVault/", logs)
 	cfg.Auth, cfg.Username, cfg.Password = "identity", "", secret.Value{}
 	cfg.IdentityURL = fi.srv.URL + "/"

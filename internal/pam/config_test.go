@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/safeperm/safeperm/internal/secret"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 func TestNewNormalizesBaseURL(t *testing.T) {
@@ -199,7 +200,7 @@ func TestNewDefaults(t *testing.T) {
 
 func TestNewWarnsAboutInsecureTLS(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	cfg := testConfig("http://pvwa", logs)
 	cfg.InsecureSkipVerify = true
 	if _, err := New(cfg); err != nil {

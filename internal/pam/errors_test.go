@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 // iisPage is the IIS 500 page seen in cyberark/epv-api-scripts#331.
@@ -251,7 +253,7 @@ func TestTransportErrorsAndContext(t *testing.T) {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		c, err := New(testConfig("http://"+addr, &syncBuffer{}))
+		c, err := New(testConfig("http://"+addr, &testutil.Buffer{}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -371,7 +373,7 @@ func TestTLS(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			logs := &syncBuffer{}
+			logs := &testutil.Buffer{}
 			cfg := testConfig(srv.URL, logs)
 			cfg.CAFile, cfg.InsecureSkipVerify = tt.caFile, tt.insecure
 			c, err := New(cfg)

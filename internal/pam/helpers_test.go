@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/safeperm/safeperm/internal/secret"
+	"github.com/safeperm/safeperm/internal/testutil"
 )
 
 // Credentials used by the tests; checkNoSecrets looks for them.
@@ -143,24 +144,6 @@ func writeRaw(w http.ResponseWriter, status int, body string) {
 	_, _ = io.WriteString(w, body)
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testConfig returns a config for f that logs at debug level into logs.
 func testConfig(baseURL string, logs io.Writer) Config {
 	return Config{
@@ -172,9 +155,9 @@ func testConfig(baseURL string, logs io.Writer) Config {
 	}
 }
 
-func newTestClient(t *testing.T, f *fakePVWA, mod func(*Config)) (*Client, *syncBuffer) {
+func newTestClient(t *testing.T, f *fakePVWA, mod func(*Config)) (*Client, *testutil.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	cfg := testConfig(f.srv.URL, logs)
 	if mod != nil {
 		mod(&cfg)

@@ -1,10 +1,8 @@
 package watch_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -101,31 +99,13 @@ func many(prefix string, n int, st jobs.Status) []res {
 }
 
 // opts returns fast Options for tests.
-func (e *env) opts(out *syncBuffer, mode watch.ViewMode) watch.Options {
+func (e *env) opts(out *testutil.Buffer, mode watch.ViewMode) watch.Options {
 	o := watch.Options{Mode: mode, Runs: e.streams.Runs, Poll: 20 * time.Millisecond,
 		Interval: 50 * time.Millisecond, WaitForRun: -1, Logger: zerolog.Nop()}
 	if out != nil {
 		o.Out = out
 	}
 	return o
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a view.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // watchAsync runs Watch in the background; wait returns its results.

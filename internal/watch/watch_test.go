@@ -122,7 +122,7 @@ func TestWatchJoinMidway(t *testing.T) {
 	e.createRun(t, jobs.Run{ID: id, Mode: jobs.ModeApply, Planned: 10, Published: 10})
 	e.publish(t, id, jobs.ModeApply, many("early", 6, jobs.StatusApplied)...)
 
-	buf := &syncBuffer{}
+	buf := &testutil.Buffer{}
 	wait := watchAsync(testutil.Context(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewPlain))
 	// Planning is not done: Watch must not end even though it has every
 	// result the record accounts for so far, and says the total is
@@ -162,7 +162,7 @@ func TestWatchPlainOutput(t *testing.T) {
 	e.createRun(t, jobs.Run{ID: id, Mode: jobs.ModeApply, State: jobs.RunRunning, Planned: 4, Published: 4, PlanningDone: true})
 	e.publish(t, id, jobs.ModeApply, append(many("ok", 2, jobs.StatusApplied), res{"Fin\nance =1", jobs.StatusFailed})...)
 
-	buf := &syncBuffer{}
+	buf := &testutil.Buffer{}
 	wait := watchAsync(testutil.Context(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewPlain))
 	testutil.Eventually(t, 3*time.Second, 20*time.Millisecond, func() error {
 		if out := buf.String(); !strings.Contains(out, "run plain: 3/4 (75.0%)") {
@@ -204,7 +204,7 @@ func TestWatchJSONOutput(t *testing.T) {
 	e.createRun(t, jobs.Run{ID: id, Mode: jobs.ModeCheck, State: jobs.RunRunning, Planned: 3, Published: 3, Skipped: 1, PlanningDone: true})
 	e.publish(t, id, jobs.ModeCheck, res{"a", jobs.StatusUnchanged}, res{"b", jobs.StatusDrift})
 
-	buf := &syncBuffer{}
+	buf := &testutil.Buffer{}
 	wait := watchAsync(testutil.Context(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewJSON))
 	testutil.Eventually(t, 3*time.Second, 20*time.Millisecond, func() error {
 		if !strings.Contains(buf.String(), `"done":2`) {
@@ -291,7 +291,7 @@ func TestWatchBarOutput(t *testing.T) {
 	const id = "bar"
 	e.createRun(t, jobs.Run{ID: id, Mode: jobs.ModeApply, State: jobs.RunRunning, Planned: 3, Published: 3, PlanningDone: true})
 	e.publish(t, id, jobs.ModeApply, res{"a", jobs.StatusApplied}, res{"b", jobs.StatusConflict}, res{"c", jobs.StatusApplied})
-	buf := &syncBuffer{}
+	buf := &testutil.Buffer{}
 	out, err := watch.Watch(testutil.Context(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewBar))
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +323,7 @@ func TestWatchRunEnded(t *testing.T) {
 			id := "ended-" + tt.name
 			e.createRun(t, jobs.Run{ID: id, Mode: jobs.ModeApply, Planned: 5, Published: 2})
 			e.publish(t, id, jobs.ModeApply, res{"a", jobs.StatusApplied})
-			buf := &syncBuffer{}
+			buf := &testutil.Buffer{}
 			wait := watchAsync(testutil.Context(t, 5*time.Second), e.js, id, e.opts(buf, watch.ViewPlain))
 			e.update(t, id, func(r *jobs.Run) { r.State, r.Error = tt.state, tt.errText })
 			out, err := wait()
