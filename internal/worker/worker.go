@@ -242,6 +242,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}()
 
+	// A job handed back while our pull request is still open at the server
+	// comes straight back to it, and is handed back again, each time one
+	// more delivery, until its deliveries run out and it is dead-lettered:
+	// a job this worker never worked on would be reported failed. So the
+	// jobs of a stopping worker are handed back only when the iterator is
+	// closed, which it is once the server has seen the unsubscribe (Drain
+	// flushes it) and everything it sent before has arrived.
+	unsubscribed := make(chan struct{})
+	var stopped []jetstream.Msg
+
 	var g errgroup.Group
 	g.SetLimit(w.cfg.Concurrency)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -260,8 +270,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			continue
 		}
 		if ctx.Err() != nil {
-			// Stopping: buffered jobs go back to the stream for others now.
-			_ = msg.Nak()
+			// Stopping: buffered jobs go back to the stream once the
+			// iterator is closed (see unsubscribed).
+			stopped = append(stopped, msg)
 			continue
 		}
 		w.inFlight.Add(1) // counted from here, so waitRoom sees it at once
@@ -273,9 +284,13 @@ func (w *Worker) Run(ctx context.Context) error {
 				default:
 				}
 			}()
-			w.handle(jobCtx, msg)
+			w.handle(jobCtx, msg, unsubscribed)
 			return nil
 		})
+	}
+	close(unsubscribed)
+	for _, msg := range stopped {
+		_ = msg.Nak()
 	}
 	_ = g.Wait()
 	close(done)
@@ -284,7 +299,9 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 // handle works one message to its end: one result and one ack, nak or term.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+// unsubscribed is closed when the iterator is: a job cut short by shutdown
+// is handed back after that.
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, unsubscribed <-chan struct{}) {
 	start := time.Now()
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -311,6 +328,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		// deliveries aside.
 		log.Info().Msg("handing back job cut short by shutdown")
 		w.cfg.Observer.JobRetried(meta.NumDelivered)
+		<-unsubscribed
 		_ = msg.Nak()
 		return
 	case meta.NumDelivered >= uint64(w.cfg.MaxDeliver):
