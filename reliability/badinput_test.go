@@ -158,6 +158,19 @@ func TestPoisonJobs(t *testing.T) {
 		if int(info.State.Msgs) < len(poison) {
 			return errors.New("dead letters: " + itoa(int(info.State.Msgs)))
 		}
+		// A poison job is dead-lettered, then terminated: the
+		// termination is an ack the server applies a moment later.
+		st, err := js.Stream(ctx, jobs.JobsStream)
+		if err != nil {
+			return err
+		}
+		ji, err := st.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if ji.State.Msgs != 0 {
+			return errors.New("poison jobs left in the jobs stream: " + itoa(int(ji.State.Msgs)))
+		}
 		return nil
 	})
 	reasons := 0
