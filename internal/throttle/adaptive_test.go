@@ -97,6 +97,17 @@ func TestAdaptiveRefusingServer(t *testing.T) {
 	}
 }
 
+// maxWaitRatio bounds the median time a request waits in the server's
+// queue, over the service time, in these tests: a short queue, where a
+// client without the loop (its requests all in flight at once) makes
+// requests wait many service times. The 0.3 the loop is built for is
+// measured by make bench; here the bound leaves room for a loaded
+// machine, where the client's own delays read as queueing and hide it:
+// under the whole suite beside a CPU hog, clients measured their unloaded
+// round trip at up to 1.4 times the server's least, and medians of 0.55
+// and 0.64 were seen.
+const maxWaitRatio = 1.0
+
 // A server that queues above C: the limit settles in a band around C, so
 // the server is busy and the queue stays short.
 func TestAdaptiveQueueingServer(t *testing.T) {
@@ -123,8 +134,8 @@ func TestAdaptiveQueueingServer(t *testing.T) {
 			if got := median(m.total); got < tt.c/2 || got > 2*tt.c {
 				t.Errorf("total limit %d, want within [%d, %d] around C=%d", got, tt.c/2, 2*tt.c, tt.c)
 			}
-			if m.waitRatio > 0.5 {
-				t.Errorf("median queue wait %.2f of the service time, want <= 0.5", m.waitRatio)
+			if m.waitRatio > maxWaitRatio {
+				t.Errorf("median queue wait %.2f of the service time, want <= %.1f", m.waitRatio, maxWaitRatio)
 			}
 			if rel := m.rate / ref; rel < 0.7 {
 				t.Errorf("throughput %.3f of what C requests in flight get, want >= 0.7", rel)
@@ -167,18 +178,21 @@ func TestAdaptiveBacksOffWhenErrorsDominate(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	wg := p.drive(ctx, t, []*client{c}, 32)
 	defer func() { stop(); wg.Wait() }()
+	// All three are waited for: the limit can be low for a moment for
+	// another reason (on a loaded machine the first round trips can read
+	// as a queue) before enough answers came for the error rate to count.
 	testutil.Eventually(t, 20*time.Second, 10*time.Millisecond, func() error {
 		if l := a.Limit(); l > 2 {
 			return fmt.Errorf("limit %d with 60%% errors", l)
 		}
+		if sig.get(throttle.ReasonServerError) == 0 {
+			return fmt.Errorf("no %q signal", throttle.ReasonServerError)
+		}
+		if !strings.Contains(logs.String(), `"level":"warn"`) || !strings.Contains(logs.String(), "server errors") {
+			return fmt.Errorf("no warning about the server errors; logs:\n%s", logs.String())
+		}
 		return nil
 	})
-	if sig.get(throttle.ReasonServerError) == 0 {
-		t.Errorf("no %q signal", throttle.ReasonServerError)
-	}
-	if !strings.Contains(logs.String(), `"level":"warn"`) || !strings.Contains(logs.String(), "server errors") {
-		t.Errorf("no warning about the server errors; logs:\n%s", logs.String())
-	}
 }
 
 // A token bucket refusing with Retry-After: requests pause, and the limit
@@ -215,8 +229,8 @@ func TestAdaptiveLateJoinerShares(t *testing.T) {
 			t.Errorf("client %d starves: its limit stayed at %d while the total was %d", i, got, median(m.total))
 		}
 	}
-	if m.waitRatio > 0.6 {
-		t.Errorf("median queue wait %.2f of the service time, want <= 0.6", m.waitRatio)
+	if m.waitRatio > maxWaitRatio {
+		t.Errorf("median queue wait %.2f of the service time, want <= %.1f", m.waitRatio, maxWaitRatio)
 	}
 }
 
