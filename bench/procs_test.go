@@ -17,10 +17,6 @@ import (
 	"github.com/safeperm/safeperm/internal/proctest"
 )
 
-// natsServerVersion is the nats-server `make tools` installs; the bench
-// uses ../bin/nats-server when present, else installs this version.
-const natsServerVersion = "v2.15.2"
-
 // builds are the shipped binaries of this tree and the nats-server the
 // module requires (the version `make tools` installs), built once into a
 // temporary directory (the repository's bin/ is left alone).

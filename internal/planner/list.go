@@ -21,17 +21,12 @@ const listRetries = 6
 // listBackoff is the wait before the first retry; it doubles each time.
 var listBackoff = 500 * time.Millisecond
 
-// allSafes yields every Safe the PVWA lists, like Lister.Safes, but a
-// transient failure (an HTML 500, a 429, a timeout, a reset) does not end
-// it: after a backoff it resumes from the offset reached, so no Safe is
-// skipped or yielded twice (the PVWA lists Safes in a stable order). Only
-// a permanent error, listRetries transient ones in a row, or ctx ending
-// stop it.
-func allSafes(ctx context.Context, l Lister, log zerolog.Logger) iter.Seq2[pam.Safe, error] {
-	return allSafesFrom(ctx, l, log, 0)
-}
-
-// allSafesFrom is allSafes from an offset.
+// allSafesFrom yields every Safe the PVWA lists from offset from on, like
+// Lister.Safes, but a transient failure (an HTML 500, a 429, a timeout, a
+// reset) does not end it: after a backoff it resumes from the offset
+// reached, so no Safe is skipped or yielded twice (the PVWA lists Safes in
+// a stable order). Only a permanent error, listRetries transient ones in a
+// row, or ctx ending stop it.
 func allSafesFrom(ctx context.Context, l Lister, log zerolog.Logger, from int) iter.Seq2[pam.Safe, error] {
 	return func(yield func(pam.Safe, error) bool) {
 		offset, failures := from, 0
@@ -218,7 +213,7 @@ func withHead(head []pam.Safe, rest iter.Seq2[pam.Safe, error]) iter.Seq2[pam.Sa
 var errOffsetIgnored = errors.New("the PVWA ignored the offset")
 
 // pageWithRetries fetches one page, retrying transient failures as
-// allSafes does.
+// allSafesFrom does.
 func pageWithRetries(ctx context.Context, pl PageLister, offset int, log zerolog.Logger) (pam.SafesPage, error) {
 	for failures := 1; ; failures++ {
 		p, err := pl.SafesPage(ctx, pam.SafesOptions{Offset: offset})
