@@ -114,6 +114,14 @@ func (r *Runs) AcquireLease(ctx context.Context, run, holder string, ttl time.Du
 			break
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			// The write may have been stored although its ack was lost
+			// (a timeout, a leader change): if the key holds this very
+			// lease (holder and acquired time), it is ours; else it is
+			// not, and the error stands.
+			if rev, cerr := l.current(ctx, 1); cerr == nil {
+				l.rev = rev
+				break
+			}
 			return nil, fmt.Errorf("acquire lease %s: %w", l.key, err)
 		}
 		if err := sleep(ctx, 10*time.Millisecond); err != nil {

@@ -107,6 +107,33 @@ func TestLeaseLostAck(t *testing.T) {
 		}
 	})
 
+	t.Run("acquire", func(t *testing.T) {
+		// The acquiring write is stored, and its ack lost: the lease is
+		// held by this holder, and AcquireLease must say so, not fail
+		// and leave it held by nobody who renews it.
+		a := newAckLoser(js, func(context.Context) error { return nats.ErrTimeout })
+		runs := leaseRuns(ctx, t, js, s, a)
+		a.armed.Store(true)
+		l, err := runs.AcquireLease(ctx, "r3", "a", ttl)
+		if err != nil {
+			t.Fatalf("AcquireLease whose write was stored, its ack lost = %v, want the lease", err)
+		}
+		a.waitStored(ctx, t)
+		if _, err := runs.AcquireLease(ctx, "r3", "b", ttl); !errors.Is(err, jobs.ErrLeaseHeld) {
+			t.Errorf("another holder = %v, want ErrLeaseHeld", err)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b, err := runs.AcquireLease(ctx, "r3", "b", ttl)
+		if err != nil {
+			t.Fatalf("AcquireLease after Release = %v, want the lease", err)
+		}
+		if err := b.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("renew", func(t *testing.T) {
 		// A renewal fails before its deadline although the server stored it
 		// (as when the reply is lost in a leader change).
