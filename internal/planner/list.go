@@ -51,11 +51,7 @@ func allSafesFrom(ctx context.Context, l Lister, log zerolog.Logger, from int) i
 				yield(pam.Safe{}, err)
 				return
 			}
-			d := listBackoff << (failures - 1)
-			d += time.Duration(rand.Int64N(int64(d)/2 + 1))
-			if ra, ok := pam.RetryAfter(err); ok && ra > d {
-				d = ra
-			}
+			d := listRetryDelay(failures, err)
 			log.Warn().Err(err).Int("offset", offset).Dur("retry_in", d).Msg("listing Safes failed; resuming")
 			select {
 			case <-ctx.Done():
@@ -209,6 +205,18 @@ func withHead(head []pam.Safe, rest iter.Seq2[pam.Safe, error]) iter.Seq2[pam.Sa
 	}
 }
 
+// listRetryDelay is the wait before retrying a listing after its
+// failures-th transient failure in a row, err: listBackoff doubled each
+// time with up to 50% jitter, or the PVWA's Retry-After when longer.
+func listRetryDelay(failures int, err error) time.Duration {
+	d := listBackoff << (failures - 1)
+	d += time.Duration(rand.Int64N(int64(d)/2 + 1))
+	if ra, ok := pam.RetryAfter(err); ok && ra > d {
+		d = ra
+	}
+	return d
+}
+
 // errOffsetIgnored says a page at an offset began like the first page.
 var errOffsetIgnored = errors.New("the PVWA ignored the offset")
 
@@ -223,11 +231,7 @@ func pageWithRetries(ctx context.Context, pl PageLister, offset int, log zerolog
 		if !errors.Is(err, pam.ErrTransient) || failures > listRetries || ctx.Err() != nil {
 			return p, err
 		}
-		d := listBackoff << (failures - 1)
-		d += time.Duration(rand.Int64N(int64(d)/2 + 1))
-		if ra, ok := pam.RetryAfter(err); ok && ra > d {
-			d = ra
-		}
+		d := listRetryDelay(failures, err)
 		log.Warn().Err(err).Int("offset", offset).Dur("retry_in", d).Msg("listing Safes failed; retrying the page")
 		select {
 		case <-ctx.Done():
