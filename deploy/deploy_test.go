@@ -27,6 +27,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/safeperm/safeperm/internal/proctest"
 )
 
 // Where the image and the units install the binaries.
@@ -455,7 +457,7 @@ func binariesCLI(t *testing.T) *cli {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, filepath.Join(built.dir, bin), append(args, "-h")...)
-		cmd.Env = cleanEnv()
+		cmd.Env = proctest.BaseEnv() // so -h is not influenced by the caller's SAFEPERM_*
 		out, err := cmd.CombinedOutput()
 		var exit *exec.ExitError
 		if err != nil && !errors.As(err, &exit) {
@@ -482,17 +484,6 @@ func binariesCLI(t *testing.T) *cli {
 		t.FailNow()
 	}
 	return c
-}
-
-// cleanEnv is the environment without SAFEPERM_* (so -h is not influenced by the caller's).
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SAFEPERM_") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 // validator checks one area of the shipped files under root and returns every problem.
