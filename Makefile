@@ -36,7 +36,7 @@ demo: build
 	./scripts/demo.sh
 
 ## bench: the speed and memory benchmarks (figures as ratios; writes BENCHMARKS.md)
-bench: tools
+bench:
 	SAFEPERM_BENCH_MARKDOWN=$(CURDIR)/BENCHMARKS.md $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench
 
 ## lint: go vet and staticcheck (installed into ./bin through the Go module proxy)

@@ -189,7 +189,7 @@ type runOutcome struct {
 }
 
 // run runs bin/planner with its defaults (and extra) against s: embedded,
-// or with d.workers bin/worker processes on a bin/nats-server started for
+// or with d.workers bin/worker processes on a nats-server started for
 // it, their streams made by an earlier run.
 func run(b *testing.B, s *sim, d deployment, extra ...string) runOutcome {
 	b.Helper()

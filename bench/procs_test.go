@@ -100,7 +100,7 @@ func (s *sim) resetStats(b testing.TB) {
 	}
 }
 
-// natsServer is a running bin/nats-server with JetStream.
+// natsServer is a running nats-server (built from the module, see builds) with JetStream.
 type natsServer struct {
 	*proc
 	url string
