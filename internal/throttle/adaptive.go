@@ -122,11 +122,10 @@ type AdaptiveOptions struct {
 	// the server refused at once for load (a 429 or 503 without
 	// Retry-After) again, up to that many times, after a pause (a round
 	// trip, doubling up to a second), before its answer is returned: for a
-	// caller whose own
-	// retry waits long (the planner's Safe listing backs off half a second
-	// and more), a refusal that says only "not now" is best retried in
-	// the limiter, which knows when a slot may be free. 0 returns every
-	// answer as it is.
+	// caller whose own retry waits long (the planner's Safe listing backs
+	// off half a second and more), a refusal that says only "not now" is
+	// best retried in the limiter, which knows when a slot may be free. 0
+	// returns every answer as it is.
 	RetryRefused int
 	// DrainInterval is how often, at most, the limit is halved for one
 	// round trip so that the queue at the server empties and the unloaded
