@@ -43,7 +43,7 @@ type Figure struct {
 // Row is one line of the throughput table: the shipped binaries at their
 // defaults, in one deployment, against a simulated PVWA of one shape.
 type Row struct {
-	// ID orders the table ("1.1e", ...) and keys its note.
+	// ID orders the table ("1e", "1w", ...) and keys its note.
 	ID string `json:"id"`
 	// PVWA describes the server's shape; Deployment how safeperm ran.
 	PVWA       string `json:"pvwa"`
